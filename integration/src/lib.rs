@@ -1,0 +1,1 @@
+//! Test bench: private containerd, offline images.

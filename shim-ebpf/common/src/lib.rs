@@ -1,0 +1,2 @@
+//! Records shared by the kernel programs and user space.
+#![no_std]

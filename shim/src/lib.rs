@@ -1,0 +1,1 @@
+//! containerd-shim-vigil-v2: a containerd task service over runc that guards containers.
