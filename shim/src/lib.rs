@@ -1,1 +1,3 @@
 //! containerd-shim-vigil-v2: a containerd task service over runc that guards containers.
+
+pub mod guard;
