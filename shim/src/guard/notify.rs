@@ -147,19 +147,28 @@ fn take_handover(conn: UnixStream, responder: Arc<dyn Responder>) -> io::Result<
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     let (mut message, fd) = receive_fd(&conn)?;
-    let mut rest = Vec::new();
-    (&conn).read_to_end(&mut rest)?;
-    message.extend_from_slice(&rest);
-    let origin: ProcessState = serde_json::from_slice(&message).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("state from runc is not JSON: {e}"),
-        )
-    })?;
+    let origin = loop {
+        match serde_json::from_slice::<ProcessState>(&message) {
+            Ok(origin) => break origin,
+            // runc sends the state in one sendmsg, but a stream may deliver it in pieces.
+            Err(e) if e.is_eof() => {
+                let mut more = [0u8; 4096];
+                match (&conn).read(&mut more)? {
+                    0 => return Err(invalid(format!("state from runc is cut short: {e}"))),
+                    n => message.extend_from_slice(&more[..n]),
+                }
+            }
+            Err(e) => return Err(invalid(format!("state from runc is not JSON: {e}"))),
+        }
+    };
     std::thread::Builder::new()
         .name("seccomp-notify".into())
         .spawn(move || answer_loop(fd, &origin, responder.as_ref()))?;
     Ok(())
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
 fn receive_fd(conn: &UnixStream) -> io::Result<(Vec<u8>, OwnedFd)> {
@@ -185,10 +194,10 @@ fn receive_fd(conn: &UnixStream) -> io::Result<(Vec<u8>, OwnedFd)> {
         .map(|f| unsafe { OwnedFd::from_raw_fd(f) })
         .collect();
     if owned.len() != 1 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("expected one seccomp fd from runc, got {}", owned.len()),
-        ));
+        return Err(invalid(format!(
+            "expected one seccomp fd from runc, got {}",
+            owned.len()
+        )));
     }
     data.truncate(len);
     Ok((data, owned.remove(0)))
