@@ -4,6 +4,7 @@
 //! Create (before `runc create`, so the guard may rewrite the bundle's `config.json`) and
 //! then drives the per-container [`ContainerGuard`] it got back through the container's life.
 
+pub mod fanotify;
 pub mod notify;
 
 use std::path::Path;
