@@ -1,3 +1,4 @@
 //! containerd-shim-vigil-v2: a containerd task service over runc that guards containers.
 
 pub mod guard;
+pub mod mode;
