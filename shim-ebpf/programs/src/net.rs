@@ -1,0 +1,124 @@
+//! Network: cgroup sock_addr hooks, attached to each registered container's own cgroup.
+//!
+//! Context fields are `struct bpf_sock_addr` (include/uapi/linux/bpf.h at v6.18): addresses
+//! and port in network byte order; the program returns 1 to let the call proceed and 0 to
+//! fail it with EPERM.
+
+use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
+use vigil_ebpf_common::{
+    direction, mode, verdict, Container, EventKind, NetEvent, NetKey, NET_FIXED_BITS,
+};
+
+use crate::{emit, maps::VIGIL_NET_ALLOW, scope};
+
+const AF_INET: u32 = 2;
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+
+#[cgroup_sock_addr(connect4)]
+pub fn vigil_connect4(ctx: SockAddrContext) -> i32 {
+    check(&ctx, direction::CONNECT)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn vigil_connect6(ctx: SockAddrContext) -> i32 {
+    check(&ctx, direction::CONNECT)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn vigil_sendmsg4(ctx: SockAddrContext) -> i32 {
+    check(&ctx, direction::SEND)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn vigil_sendmsg6(ctx: SockAddrContext) -> i32 {
+    check(&ctx, direction::SEND)
+}
+
+#[cgroup_sock_addr(bind4)]
+pub fn vigil_bind4(ctx: SockAddrContext) -> i32 {
+    check(&ctx, direction::BIND)
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn vigil_bind6(ctx: SockAddrContext) -> i32 {
+    check(&ctx, direction::BIND)
+}
+
+#[inline(always)]
+fn check(ctx: &SockAddrContext, dir: u8) -> i32 {
+    let Some(c) = scope::current_container() else { return ALLOW };
+    let mut ev = NetEvent { direction: dir, ..NetEvent::default() };
+    read_tuple(ctx, &mut ev);
+    if dir == direction::BIND && ev.port == 0 {
+        return ALLOW; // an ephemeral port chosen by the kernel: not an entry
+    }
+    let decision = if c.mode == mode::ENFORCE { judge(&c, &ev) } else { verdict::OBSERVED };
+    ev.verdict = decision;
+    report(&c, &mut ev);
+    if decision == verdict::BLOCKED {
+        DENY
+    } else {
+        ALLOW
+    }
+}
+
+#[inline(always)]
+fn read_tuple(ctx: &SockAddrContext, ev: &mut NetEvent) {
+    // SAFETY: the context pointer is the kernel's bpf_sock_addr; each field is read with a
+    // 4-byte load, which the verifier rewrites to the real socket fields.
+    let sa = unsafe { &*ctx.sock_addr };
+    ev.protocol = sa.protocol as u8;
+    ev.family = sa.user_family as u8;
+    ev.port = u16::from_be(sa.user_port as u16);
+    if sa.user_family == AF_INET {
+        ev.addr[10] = 0xff;
+        ev.addr[11] = 0xff;
+        ev.addr[12..16].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    } else {
+        let words = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
+        for (i, w) in words.iter().enumerate() {
+            ev.addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+    }
+}
+
+/// Enforce: allowed if (direction, protocol, port, address) or (.., any port, address) has
+/// an entry whose prefix covers the address.
+#[inline(always)]
+fn judge(c: &Container, ev: &NetEvent) -> u8 {
+    let mut key = NetKey {
+        generation: c.generation,
+        direction: ev.direction,
+        protocol: ev.protocol,
+        port_be: ev.port.to_be(),
+        addr: ev.addr,
+    };
+    let full = aya_ebpf::btf_maps::lpm_trie::Key::new(NET_FIXED_BITS + 128, key);
+    if VIGIL_NET_ALLOW.get(&full).is_some() {
+        return verdict::ALLOWED;
+    }
+    key.port_be = 0;
+    let any_port = aya_ebpf::btf_maps::lpm_trie::Key::new(NET_FIXED_BITS + 128, key);
+    if VIGIL_NET_ALLOW.get(&any_port).is_some() {
+        return verdict::ALLOWED;
+    }
+    verdict::BLOCKED
+}
+
+/// Sends the event the first time this tuple and verdict occur in the registration.
+#[inline(always)]
+fn report(c: &Container, ev: &mut NetEvent) {
+    let mut hash = vigil_ebpf_common::FNV_OFFSET;
+    for b in [ev.direction, ev.protocol, ev.verdict, (ev.port >> 8) as u8, ev.port as u8] {
+        hash = vigil_ebpf_common::fnv_byte(hash, b);
+    }
+    for b in ev.addr {
+        hash = vigil_ebpf_common::fnv_byte(hash, b);
+    }
+    let session = scope::current_task(c).map(|t| t.session).unwrap_or(0);
+    if emit::first_time(c.generation, EventKind::Net as u32, hash) {
+        ev.header = emit::header(EventKind::Net, c.slot, session);
+        emit::send(c.slot, ev);
+    }
+}

@@ -1,0 +1,223 @@
+//! Process tracking and exec: sched_process_exec / fork / exit and task_rename.
+//!
+//! Raw tracepoint arguments are the tracepoint's TP_PROTO (include/trace/events/sched.h and
+//! include/trace/events/task.h at v6.18):
+//! - sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+//! - sched_process_fork(struct task_struct *parent, struct task_struct *child)
+//! - sched_process_exit(struct task_struct *p, ...)
+//! - task_rename(struct task_struct *task, const char *comm)
+
+use aya_ebpf::{
+    helpers::{
+        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf, bpf_send_signal,
+    },
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use vigil_ebpf_common::{
+    exec_name_hash_step, mode, path_flags, verdict, Container, EventKind, ExecEvent, ExecKey,
+    KernelOffsets, RenameEvent, Task, ARGV_LEN, COMM_LEN, EXEC_ANY_NAME, NAME_LEN,
+};
+
+use crate::{
+    emit, kernel,
+    maps::{VIGIL_EXEC_ALLOW, VIGIL_SCRATCH, VIGIL_TASKS},
+    path, scope,
+};
+
+const SIGKILL: u32 = 9;
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn vigil_sched_exec(ctx: RawTracePointContext) -> i32 {
+    let Some(c) = scope::current_container() else { return 0 };
+    let task = ctx.arg::<u64>(0);
+    let bprm = ctx.arg::<u64>(2);
+    let session = adopt(&c);
+    let Some(scratch) = VIGIL_SCRATCH.get_ptr_mut(0) else { return 0 };
+    // SAFETY: the per-CPU scratch element is valid for the program's run and used by one
+    // program at a time on this CPU (tracing programs do not nest on a CPU).
+    let ev = unsafe { &mut (*scratch).exec };
+    fill_exec(ev, &c, session, task, bprm);
+    if c.mode == mode::ENFORCE {
+        ev.verdict = judge(ev, &c);
+        if ev.verdict == verdict::KILLED {
+            // SAFETY: signals the current task, which is past the point of no return and
+            // has not run an instruction of the new image; SIGKILL cannot be caught.
+            unsafe { bpf_send_signal(SIGKILL) };
+        }
+    } else {
+        ev.verdict = verdict::OBSERVED;
+    }
+    emit::send(c.slot, ev);
+    0
+}
+
+/// Makes sure the current process is tracked; returns its session. A process that exec's
+/// without an entry came into the cgroup from outside: the container's init (main tree) or
+/// the process of an exec session (`runc exec`).
+#[inline(always)]
+fn adopt(c: &Container) -> u32 {
+    if let Some(task) = scope::current_task(c) {
+        return task.session;
+    }
+    let tgid = scope::current_tgid();
+    let session = if tgid == c.init_tgid { 0 } else { tgid };
+    let task = Task { slot: c.slot, generation: c.generation, session, _pad: 0 };
+    let _ = VIGIL_TASKS.insert(tgid, task, 0);
+    session
+}
+
+#[inline(always)]
+fn fill_exec(ev: &mut ExecEvent, c: &Container, session: u32, task: u64, bprm: u64) {
+    ev.header = emit::header(EventKind::Exec, c.slot, session);
+    ev.flags = 0;
+    ev.argv_len = 0;
+    ev.filename[0] = 0;
+    ev.path.depth = 0;
+    ev.path.hash = 0;
+    let off = kernel::offsets();
+    if off.ready == 0 {
+        ev.flags = path_flags::UNRESOLVED;
+        return;
+    }
+    let filename = kernel::read_ptr(bprm, off.binprm_filename);
+    // SAFETY: copies a kernel string of bounded length; a fault returns an error.
+    let _ = unsafe { bpf_probe_read_kernel_str_bytes(filename as *const u8, &mut ev.filename) };
+    ev.parent_comm = parent_comm(&off, task);
+    read_argv(&off, task, ev);
+    ev.flags |= resolve_exe(&off, task, bprm, ev);
+    let name = applet(&ev.argv);
+    ev.name_hash = exec_name_hash_step(ev.path.hash, &ev.argv, name.0, name.1);
+}
+
+#[inline(always)]
+fn parent_comm(off: &KernelOffsets, task: u64) -> [u8; COMM_LEN] {
+    let parent = kernel::read_ptr(task, off.task_real_parent);
+    kernel::read::<[u8; COMM_LEN]>(parent, off.task_comm).unwrap_or_default()
+}
+
+/// Copies the new image's argv block (`mm->arg_start..arg_end`, in user memory).
+#[inline(always)]
+fn read_argv(off: &KernelOffsets, task: u64, ev: &mut ExecEvent) {
+    let mm = kernel::read_ptr(task, off.task_mm);
+    let start = kernel::read_ptr(mm, off.mm_arg_start);
+    let end = kernel::read_ptr(mm, off.mm_arg_end);
+    if start == 0 || end <= start {
+        return;
+    }
+    let mut len = (end - start) as usize;
+    if len > ARGV_LEN {
+        len = ARGV_LEN;
+        ev.flags |= path_flags::ARGV_CUT;
+    }
+    let Some(dst) = ev.argv.get_mut(..len) else { return };
+    // SAFETY: copies at most ARGV_LEN bytes of the current task's user memory, which
+    // the kernel wrote during this exec; a fault returns an error.
+    if unsafe { bpf_probe_read_user_buf(start as *const u8, dst) }.is_ok() {
+        ev.argv_len = len as u32;
+    }
+}
+
+/// Resolves `bprm->file` below the task's root.
+#[inline(always)]
+fn resolve_exe(off: &KernelOffsets, task: u64, bprm: u64, ev: &mut ExecEvent) -> u8 {
+    let file = kernel::read_ptr(bprm, off.binprm_file);
+    match (path::file_path(off, file), path::task_root(off, task)) {
+        (Some(file), Some(root)) => path::resolve(off, file, root, &mut ev.path),
+        _ => path_flags::UNRESOLVED,
+    }
+}
+
+/// (start, end) of argv[0]'s basename in the argv block.
+#[inline(always)]
+fn applet(argv: &[u8; ARGV_LEN]) -> (usize, usize) {
+    let mut start = 0;
+    let mut end = ARGV_LEN;
+    for i in 0..ARGV_LEN {
+        let b = argv[i];
+        if b == 0 {
+            end = i;
+            break;
+        }
+        if b == b'/' {
+            start = i + 1;
+        }
+    }
+    if end - start > NAME_LEN - 1 {
+        end = start + NAME_LEN - 1;
+    }
+    (start, end)
+}
+
+/// Enforce: allowed if the resolved file may run under any name, or under this applet name.
+#[inline(always)]
+fn judge(ev: &ExecEvent, c: &Container) -> u8 {
+    if ev.flags & (path_flags::UNRESOLVED | path_flags::TRUNCATED) != 0 {
+        return verdict::KILLED;
+    }
+    let by_path = ExecKey { generation: c.generation, _pad: 0, hash: ev.path.hash };
+    // SAFETY: the value is copied out at once.
+    if let Some(bits) = unsafe { VIGIL_EXEC_ALLOW.get(by_path).copied() } {
+        if bits & EXEC_ANY_NAME != 0 {
+            return verdict::ALLOWED;
+        }
+    }
+    let by_name = ExecKey { generation: c.generation, _pad: 0, hash: ev.name_hash };
+    // SAFETY: only presence is tested.
+    if unsafe { VIGIL_EXEC_ALLOW.get(by_name) }.is_some() {
+        return verdict::ALLOWED;
+    }
+    verdict::KILLED
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn vigil_sched_fork(ctx: RawTracePointContext) -> i32 {
+    let off = kernel::offsets();
+    let child = ctx.arg::<u64>(1);
+    let (Some(pid), Some(tgid)) =
+        (kernel::read::<u32>(child, off.task_pid), kernel::read::<u32>(child, off.task_tgid))
+    else {
+        return 0;
+    };
+    if pid != tgid || off.ready == 0 {
+        return 0; // a new thread: its process is tracked already
+    }
+    // SAFETY: copied out at once.
+    if let Some(parent) = unsafe { VIGIL_TASKS.get(scope::current_tgid()).copied() } {
+        let _ = VIGIL_TASKS.insert(tgid, parent, 0);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn vigil_sched_exit(_ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    let (pid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
+    if pid == tgid {
+        let _ = VIGIL_TASKS.remove(tgid);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "task_rename")]
+pub fn vigil_task_rename(ctx: RawTracePointContext) -> i32 {
+    let off = kernel::offsets();
+    let target = ctx.arg::<u64>(0);
+    if target != kernel::current_task() || off.ready == 0 {
+        return 0; // a write to another task's /proc/PID/comm: reported by that task's exec
+    }
+    let Some(c) = scope::current_container() else { return 0 };
+    let Some(task) = scope::current_task(&c) else { return 0 };
+    let mut ev = RenameEvent {
+        header: emit::header(EventKind::Rename, c.slot, task.session),
+        new_comm: [0; COMM_LEN],
+    };
+    let comm = ctx.arg::<u64>(1);
+    // SAFETY: copies at most COMM_LEN bytes of a kernel string; a fault returns an error.
+    let _ = unsafe { bpf_probe_read_kernel_str_bytes(comm as *const u8, &mut ev.new_comm) };
+    let hash = path::raw_hash(&ev.new_comm);
+    if emit::first_time(c.generation, EventKind::Rename as u32, hash) {
+        emit::send(c.slot, &ev);
+    }
+    0
+}
