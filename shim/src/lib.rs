@@ -2,3 +2,6 @@
 
 pub mod guard;
 pub mod mode;
+pub mod config;
+pub mod logging;
+pub mod runc;
