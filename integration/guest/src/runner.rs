@@ -1,0 +1,247 @@
+//! The whole host side: build the guest program, fetch a kernel, pack an initramfs, boot it,
+//! and turn the console into a report.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::initramfs::{Image, ImageError};
+use crate::kernel::{self, KernelError};
+use crate::layout;
+use crate::qemu::{self, Boot, BootError};
+use crate::report::{self, GarbledLine, Line, Outcome};
+
+/// Environment variable naming a prebuilt static guest program (skips the cargo build).
+pub const GUEST_INIT_ENV: &str = "VIGIL_GUEST_INIT";
+/// Environment variable naming the cache folder (default `<target>/vigil-guest`).
+pub const CACHE_ENV: &str = "VIGIL_GUEST_CACHE";
+/// The guest program's package and binary name.
+const GUEST_PACKAGE: &str = "vigil-guest-init";
+/// Built for the host triple, statically linked, so the guest needs no shared libraries.
+const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// How to run the guest.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub cache: PathBuf,
+    pub workspace: PathBuf,
+    pub timeout: Duration,
+    pub memory_mb: u32,
+}
+
+impl Options {
+    /// Defaults for this checkout: cache under the workspace's `target/`, 1 GiB guest, and a
+    /// timeout that covers a TCG boot, the tests and the benchmark on a loaded 2-core host.
+    pub fn for_workspace() -> Self {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let workspace = workspace.canonicalize().unwrap_or(workspace);
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace.join("target"));
+        let cache = std::env::var_os(CACHE_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| target.join("vigil-guest"));
+        Options {
+            cache,
+            workspace,
+            timeout: Duration::from_secs(600),
+            memory_mb: 1024,
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub enum RunOutcome {
+    /// The guest could not boot on this machine; nothing was tested.
+    Skipped {
+        cause: String,
+    },
+    Ran(GuestReport),
+}
+
+/// The guest's report.
+#[derive(Debug)]
+pub struct GuestReport {
+    pub kernel: String,
+    pub lines: Vec<Line>,
+    pub elapsed: Duration,
+    pub console_log: PathBuf,
+}
+
+impl GuestReport {
+    /// Number of cases with `outcome`.
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.lines
+            .iter()
+            .filter(|line| matches!(line, Line::Case { outcome: o, .. } if *o == outcome))
+            .count()
+    }
+}
+
+/// Why a run that could start failed. Every one of these is a test failure, not a skip.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot create the cache folder {path}: {source}")]
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("building the static guest program failed: `{command}` {detail}")]
+    Build { command: String, detail: String },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error("{source}; console in {log}")]
+    Garbled { source: GarbledLine, log: PathBuf },
+    #[error("the guest stopped before reporting its end ({seen} report lines); last console lines:\n{tail}")]
+    Incomplete { seen: usize, tail: String },
+    #[error("the guest said it printed {said} report lines but {seen} arrived; console in {log}")]
+    Lost {
+        said: u64,
+        seen: usize,
+        log: PathBuf,
+    },
+}
+
+/// Runs the guest tests, or says why they cannot run here.
+pub fn run(options: &Options) -> Result<RunOutcome, RunError> {
+    if let Err(cause) = qemu::qemu_available() {
+        return Ok(RunOutcome::Skipped { cause });
+    }
+    fs::create_dir_all(&options.cache).map_err(|source| RunError::Cache {
+        path: options.cache.clone(),
+        source,
+    })?;
+    let kernel = match kernel::locate(&options.cache) {
+        Ok(kernel) => kernel,
+        Err(err @ (KernelError::Apt { .. } | KernelError::EnvMissing(_))) => {
+            return Ok(RunOutcome::Skipped {
+                cause: err.to_string(),
+            });
+        }
+        Err(err) => {
+            return Err(RunError::Build {
+                command: "kernel".into(),
+                detail: err.to_string(),
+            })
+        }
+    };
+
+    let init = guest_program(options)?;
+    let initrd = options.cache.join("initramfs.cpio");
+    guest_image(&init)?.write_to(&initrd)?;
+
+    let console_log = options.cache.join("console.log");
+    let boot = Boot {
+        kernel: kernel.vmlinuz.clone(),
+        initrd,
+        memory_mb: options.memory_mb,
+        timeout: options.timeout,
+        console_log: console_log.clone(),
+    };
+    let console = qemu::boot(&boot)?;
+    let lines = parse_console(&console.lines, &console_log)?;
+    Ok(RunOutcome::Ran(GuestReport {
+        kernel: kernel.source,
+        lines,
+        elapsed: console.elapsed,
+        console_log,
+    }))
+}
+
+/// Report lines of a finished guest, checked for completeness.
+fn parse_console(console: &[String], log: &Path) -> Result<Vec<Line>, RunError> {
+    let mut lines = Vec::new();
+    for text in console {
+        let parsed = report::parse(text).map_err(|source| RunError::Garbled {
+            source,
+            log: log.to_owned(),
+        })?;
+        match parsed {
+            Some(Line::End { lines: said }) if said as usize == lines.len() => return Ok(lines),
+            Some(Line::End { lines: said }) => {
+                return Err(RunError::Lost {
+                    said,
+                    seen: lines.len(),
+                    log: log.to_owned(),
+                });
+            }
+            Some(line) => lines.push(line),
+            None => {}
+        }
+    }
+    Err(RunError::Incomplete {
+        seen: lines.len(),
+        tail: qemu::tail(log, 30),
+    })
+}
+
+/// Path of the static guest program, built with cargo unless [`GUEST_INIT_ENV`] names one.
+fn guest_program(options: &Options) -> Result<PathBuf, RunError> {
+    if let Some(path) = std::env::var_os(GUEST_INIT_ENV) {
+        return Ok(PathBuf::from(path));
+    }
+    // A target folder of its own: the static build's flags would otherwise invalidate the
+    // shared target folder's artefacts on every switch.
+    let target_dir = options.cache.join("cargo");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(&cargo);
+    command
+        .args(["build", "--package", GUEST_PACKAGE, "--bin", GUEST_PACKAGE])
+        .args(["--target", GUEST_TARGET])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            "-C target-feature=+crt-static",
+        )
+        .current_dir(&options.workspace);
+    let shown = format!("{command:?}");
+    let status = command.status().map_err(|e| RunError::Build {
+        command: shown.clone(),
+        detail: e.to_string(),
+    })?;
+    if !status.success() {
+        return Err(RunError::Build {
+            command: shown,
+            detail: format!("exited with {status}"),
+        });
+    }
+    Ok(target_dir
+        .join(GUEST_TARGET)
+        .join("debug")
+        .join(GUEST_PACKAGE))
+}
+
+/// The guest's root: its init (the test program), busybox with applet links, test files.
+fn guest_image(init: &Path) -> Result<Image, ImageError> {
+    let mut image = Image::default();
+    image.static_exe("/init", init)?;
+    image
+        .char_dev("/dev/console", 5, 1)
+        .char_dev("/dev/null", 1, 3);
+    for dir in layout::DIRS {
+        image.dir(dir);
+    }
+    for (path, mode, text) in layout::FILES {
+        image.file(path, *mode, text.as_bytes().to_vec());
+    }
+
+    let busybox = Path::new("/bin/busybox");
+    image.static_exe(layout::BUSYBOX, busybox)?;
+    image.static_exe(layout::DROPPER, busybox)?;
+    let merged_busybox = format!("{}/usr/bin/busybox", layout::MERGED_ROOT);
+    image.static_exe(&merged_busybox, busybox)?;
+    image.symlink(&format!("{}/bin", layout::MERGED_ROOT), "usr/bin");
+    for applet in layout::APPLETS {
+        image.symlink(&format!("/bin/{applet}"), "busybox");
+        image.symlink(
+            &format!("{}/usr/bin/{applet}", layout::MERGED_ROOT),
+            "busybox",
+        );
+    }
+    Ok(image)
+}
