@@ -1,0 +1,120 @@
+//! The runtime floor: syscalls the runtime itself makes after it has installed the
+//! container's seccomp filter, which every compiled filter must allow.
+//!
+//! Floors live in `profiles/base/runc-X.Y.json`, derived by
+//! `profiles/base/derive-runc-floor.sh` (docs/profile-format.md says how).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PolicyError, Result};
+use crate::syscalls;
+
+/// Floors shipped with this build: (file name, document).
+const BUILTIN: &[(&str, &str)] = &[(
+    "profiles/base/runc-1.1.json",
+    include_str!("../../profiles/base/runc-1.1.json"),
+)];
+
+/// A runtime floor document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeFloor {
+    pub schema: u32,
+    /// Always `runtime-floor`.
+    pub kind: String,
+    /// Always `runc` for now.
+    pub runtime: String,
+    /// The `major.minor` release series this floor is for (`1.1`).
+    pub versions: String,
+    /// How the floor was obtained.
+    pub derived_from: String,
+    /// Syscall name → the runc code paths (or reasons) that need it.
+    pub syscalls: BTreeMap<String, Vec<String>>,
+}
+
+impl RuntimeFloor {
+    /// Parses and validates a floor document; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let invalid = |reason: String| PolicyError::invalid(format!("runtime floor {origin}"), reason);
+        let floor: RuntimeFloor =
+            serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        if floor.kind != "runtime-floor" || floor.schema != 1 {
+            return Err(invalid("expected kind runtime-floor and schema 1".into()));
+        }
+        if floor.syscalls.is_empty() {
+            return Err(invalid("it names no syscall".into()));
+        }
+        if let Some(bad) = floor.syscalls.keys().find(|s| syscalls::number(s).is_none()) {
+            return Err(invalid(format!("unknown x86_64 syscall {bad}")));
+        }
+        Ok(floor)
+    }
+
+    /// The built-in floor for a runc version as `runc --version` prints it (`1.1.5`,
+    /// `1.1.5+ds1`). Only the release series (`1.1`) is compared.
+    pub fn for_runc(version: &str) -> Result<Self> {
+        let series = release_series(version)
+            .ok_or_else(|| PolicyError::UnknownRuntime(version.to_string()))?;
+        for (origin, text) in BUILTIN {
+            let floor = Self::parse(text, origin)?;
+            if floor.runtime == "runc" && floor.versions == series {
+                return Ok(floor);
+            }
+        }
+        Err(PolicyError::UnknownRuntime(version.to_string()))
+    }
+
+    /// Every built-in floor, with the file it came from.
+    pub fn builtin() -> Result<Vec<(&'static str, RuntimeFloor)>> {
+        BUILTIN
+            .iter()
+            .map(|(origin, text)| Ok((*origin, Self::parse(text, origin)?)))
+            .collect()
+    }
+
+    /// The floor's syscall names.
+    pub fn syscalls(&self) -> impl Iterator<Item = &str> {
+        self.syscalls.keys().map(String::as_str)
+    }
+}
+
+/// `1.1.5+ds1` → `1.1`.
+fn release_series(version: &str) -> Option<String> {
+    let mut parts = version.trim().trim_start_matches('v').split('.');
+    let major = parts.next().filter(|p| p.chars().all(|c| c.is_ascii_digit()))?;
+    let minor: String = parts.next()?.chars().take_while(char::is_ascii_digit).collect();
+    (!major.is_empty() && !minor.is_empty()).then(|| format!("{major}.{minor}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_floor_covers_exit_and_signal_paths() {
+        let floor = RuntimeFloor::for_runc("1.1.5+ds1").unwrap();
+        for name in ["exit", "exit_group", "rt_sigreturn", "restart_syscall", "execve"] {
+            assert!(floor.syscalls.contains_key(name), "{name} missing from the floor");
+        }
+        // V01: the no_new_privs=false path runs these under the filter.
+        for name in ["capset", "setgroups", "setgid", "setuid", "fstatfs"] {
+            assert!(floor.syscalls.contains_key(name), "{name} missing from the floor");
+        }
+    }
+
+    #[test]
+    fn unknown_series_is_an_error_naming_the_version() {
+        let err = RuntimeFloor::for_runc("9.9.0").unwrap_err().to_string();
+        assert!(err.contains("9.9.0"), "{err}");
+        assert!(RuntimeFloor::for_runc("garbage").is_err());
+    }
+
+    #[test]
+    fn release_series_strips_patch_and_suffix() {
+        assert_eq!(release_series("1.1.5+ds1").as_deref(), Some("1.1"));
+        assert_eq!(release_series("v1.2.0-rc.1").as_deref(), Some("1.2"));
+        assert_eq!(release_series("1"), None);
+    }
+}
