@@ -1,5 +1,7 @@
 //! containerd-shim-vigil-v2: a containerd task service over runc that guards containers.
 
+pub mod audit;
+pub mod bpf;
 pub mod guard;
 pub mod mode;
 pub mod config;

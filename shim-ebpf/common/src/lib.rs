@@ -62,6 +62,7 @@ pub mod map {
     pub const RINGS: &str = "VIGIL_RINGS";
     pub const PENDING_OPENS: &str = "VIGIL_PENDING_OPENS";
     pub const SCRATCH: &str = "VIGIL_SCRATCH";
+    pub const NODE: &str = "VIGIL_NODE";
     /// The global holding [`crate::KernelOffsets`], set at load time.
     pub const OFFSETS_GLOBAL: &str = "VIGIL_OFFSETS";
 }

@@ -48,6 +48,10 @@ pub static VIGIL_RINGS: ArrayOfMaps<RingBuf<u8, { RING_BYTES as usize }>, SLOTS>
 #[btf_map]
 pub static VIGIL_PENDING_OPENS: LruHashMap<u64, PendingOpen, 16384> = LruHashMap::new();
 
+/// Node state kept by user space: index 0 = the last registration number handed out.
+#[btf_map]
+pub static VIGIL_NODE: Array<u64, 4> = Array::new();
+
 /// Per-CPU room to build records larger than the 512-byte BPF stack.
 #[repr(C)]
 pub struct Scratch {
