@@ -7,9 +7,12 @@
 pub mod fanotify;
 pub mod notify;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use async_trait::async_trait;
+
+use crate::config::NodeConfig;
 
 /// What the task service knows about a container when containerd asks to create it.
 #[derive(Debug, Clone)]
@@ -20,6 +23,10 @@ pub struct CreateRequest<'a> {
     pub namespace: &'a str,
     /// Bundle folder holding `config.json` and `rootfs/`.
     pub bundle: &'a Path,
+    /// The OCI annotations of `config.json` (CRI's and vigil's).
+    pub annotations: &'a HashMap<String, String>,
+    /// The node config this container was created under (from its runtime options).
+    pub config: &'a NodeConfig,
 }
 
 /// Why a guard refused or failed an operation.
