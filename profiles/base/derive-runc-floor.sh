@@ -2,12 +2,14 @@
 # Derive the runtime floor of the installed runc: every syscall runc init makes after it has
 # installed the container's seccomp filter, up to the execve of the entrypoint.
 #
-# usage: derive-runc-floor.sh [--runs N] [--json]
+# usage: derive-runc-floor.sh [--runs N] [--json] [--verify SECCOMP_JSON]
 #   default output: one "PATH<TAB>SYSCALL" line per syscall seen under the filter, where PATH
 #   names the runc code path (run-root-nnp, run-user-nnp, run-user-nonnp, run-root-nonnp,
 #   exec-root-nnp, exec-user-nnp, exec-user-nonnp).
 #   --json: the floor document (profiles/base/runc-X.Y.json) built from those lines plus the
 #   syscalls that only exits and signals need (never seen in a start-up trace).
+#   --verify FILE: no tracing; run `sh -c 'id -u'` on every path with FILE (an OCI
+#   linux.seccomp object) as the container's filter and print "PATH ok UID" or "PATH failed".
 #
 # Needs root, runc, strace, jq and a static busybox. Works in a temporary folder that it removes;
 # containers get names with a random suffix and are deleted on exit.
@@ -15,11 +17,14 @@ set -euo pipefail
 
 runs=3
 json=0
+verify=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs="$2"; shift 2 ;;
         --json) json=1; shift ;;
-        *) echo "derive-runc-floor: unknown argument $1 (use --runs N, --json)" >&2; exit 2 ;;
+        --verify) verify="$2"; shift 2 ;;
+        *) echo "derive-runc-floor: unknown argument $1 (use --runs N, --json, --verify FILE)" >&2
+           exit 2 ;;
     esac
 done
 
@@ -168,4 +173,50 @@ emit_json() {
                     | with_entries(.value |= (unique)))}'
 }
 
-if [ "$json" = 1 ]; then emit_json; else observe; fi
+# verify_run PATH UID NNP: the container runs `sh -c 'id -u'` under the given filter.
+verify_run() {
+    local path="$1" uid="$2" nnp="$3"
+    local dir="$work/verify-$path" id="vigil-floor-verify-$path-$suffix" out
+    make_bundle "$dir" "$uid" "$nnp" '["/bin/sh","-c","id -u"]'
+    jq --slurpfile s "$verify" '.linux.seccomp = $s[0]' "$dir/config.json" >"$dir/c.new"
+    mv "$dir/c.new" "$dir/config.json"
+    containers+=("$id")
+    if out=$(cd "$dir" && timeout 20 runc --root "$root" run "$id" </dev/null 2>"$dir/err"); then
+        printf '%s\tok\t%s\n' "$path" "$out"
+    else
+        printf '%s\tfailed\t%s\n' "$path" "$(tr '\n' ' ' <"$dir/err")"
+    fi
+    runc --root "$root" delete -f "$id" >/dev/null 2>&1 || true
+}
+
+# verify_exec UID NNP: `runc exec --user UID sh -c 'id -u'` into a container under the filter.
+verify_exec() {
+    local path="$1" uid="$2" nnp="$3"
+    local dir="$work/verify-$path" id="vigil-floor-verify-$path-$suffix" out
+    make_bundle "$dir" 0 "$nnp" '["/bin/sleep","30"]'
+    jq --slurpfile s "$verify" '.linux.seccomp = $s[0]' "$dir/config.json" >"$dir/c.new"
+    mv "$dir/c.new" "$dir/config.json"
+    containers+=("$id")
+    (cd "$dir" && runc --root "$root" run -d "$id" </dev/null >/dev/null 2>"$dir/err") || {
+        printf '%s\tfailed\t%s\n' "$path" "$(tr '\n' ' ' <"$dir/err")"; return; }
+    if out=$(timeout 20 runc --root "$root" exec --user "$uid:$uid" "$id" /bin/sh -c 'id -u' \
+            </dev/null 2>"$dir/err"); then
+        printf '%s\tok\t%s\n' "$path" "$out"
+    else
+        printf '%s\tfailed\t%s\n' "$path" "$(tr '\n' ' ' <"$dir/err")"
+    fi
+    runc --root "$root" kill "$id" KILL >/dev/null 2>&1 || true
+}
+
+if [ -n "$verify" ]; then
+    verify_run run-root-nnp 0 true
+    verify_run run-user-nnp 1000 true
+    verify_run run-root-nonnp 0 false
+    verify_run run-user-nonnp 1000 false
+    verify_exec exec-user-nnp 1000 true
+    verify_exec exec-user-nonnp 1000 false
+elif [ "$json" = 1 ]; then
+    emit_json
+else
+    observe
+fi
