@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bpf;
+pub mod cli;
 pub mod guard;
 pub mod mode;
 pub mod config;
