@@ -5,6 +5,7 @@ pub mod bpf;
 pub mod cli;
 pub mod guard;
 pub mod mode;
+pub mod node_caps;
 pub mod config;
 pub mod logging;
 pub mod runc;

@@ -9,7 +9,6 @@ pub mod fail;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,86 +31,13 @@ pub const CRI_POD_NAME: &str = "io.kubernetes.pod.name";
 /// CRI: the image name the kubelet asked for.
 pub const CRI_IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
 
-/// What vigil does with a container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Exactly the stock runc shim.
-    Off,
-    /// Record behaviour into the image's profile.
-    Learn,
-    /// Report every deviation from the profile; block nothing.
-    Monitor,
-    /// Block every deviation in the kernel and report it.
-    Enforce,
-}
+use crate::config::NodeConfig;
+pub use crate::config::{FailPolicy, Mode, UnknownMode};
 
 impl Mode {
-    /// Every mode, in the order the docs list them.
-    pub const ALL: [Mode; 4] = [Mode::Learn, Mode::Monitor, Mode::Enforce, Mode::Off];
-
-    /// The annotation / config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Off => "off",
-            Mode::Learn => "learn",
-            Mode::Monitor => "monitor",
-            Mode::Enforce => "enforce",
-        }
-    }
-
     /// Whether this mode compares behaviour with a profile (and so needs a usable one).
     pub fn needs_profile(self) -> bool {
         matches!(self, Mode::Monitor | Mode::Enforce)
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Mode {
-    type Err = UnknownMode;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Mode::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| UnknownMode(s.to_owned()))
-    }
-}
-
-/// A mode spelling that is none of `learn`, `monitor`, `enforce`, `off`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown mode {0:?}: allowed values are learn, monitor, enforce, off")]
-pub struct UnknownMode(pub String);
-
-/// What happens when the node cannot do what a valid request needs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FailPolicy {
-    /// Refuse the container with an error naming the missing piece.
-    #[default]
-    Closed,
-    /// Start it anyway, in the strongest mode the node can honour, and audit that.
-    Open,
-}
-
-impl FailPolicy {
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailPolicy::Closed => "closed",
-            FailPolicy::Open => "open",
-        }
-    }
-}
-
-impl fmt::Display for FailPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -195,6 +121,28 @@ impl ModePolicy {
         namespace
             .and_then(|ns| self.namespace_modes.get(ns).copied())
             .unwrap_or(self.allowed_modes)
+    }
+}
+
+impl From<&NodeConfig> for ModePolicy {
+    fn from(config: &NodeConfig) -> Self {
+        let set = |modes: &[Mode]| modes.iter().copied().collect::<ModeSet>();
+        let namespace_modes = config
+            .namespaces
+            .iter()
+            .map(|(ns, policy)| (ns.clone(), set(&policy.allowed_modes)))
+            .collect();
+        let profile_annotation = match &config.profile_annotation_namespaces {
+            None => ProfileAnnotationRule::Everyone,
+            Some(list) if list.is_empty() => ProfileAnnotationRule::Nobody,
+            Some(list) => ProfileAnnotationRule::Namespaces(list.clone()),
+        };
+        ModePolicy {
+            default_mode: config.default_mode,
+            allowed_modes: set(&config.allowed_modes),
+            namespace_modes,
+            profile_annotation,
+        }
     }
 }
 

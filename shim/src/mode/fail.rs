@@ -9,10 +9,12 @@
 
 use std::fmt;
 
+use serde::Serialize;
+
 use super::{FailPolicy, Mode, ModeDecision};
 
 /// One thing the node lacks, and what the operator can do about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Missing {
     /// What is missing, with the evidence (`LSM-BPF: bpf(BPF_PROG_LOAD) failed: EPERM`).
     pub piece: String,

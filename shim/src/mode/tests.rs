@@ -351,3 +351,41 @@ fn modes_and_sets_spell_like_the_docs() {
     );
     assert_eq!(FailPolicy::default(), FailPolicy::Closed);
 }
+
+#[test]
+fn the_policy_follows_the_node_config() {
+    let text = r#"
+default_mode = "monitor"
+allowed_modes = ["monitor", "enforce"]
+profile_annotation_namespaces = ["trusted"]
+
+[namespaces.lab]
+allowed_modes = ["learn", "off"]
+"#;
+    let config = crate::config::parse(std::path::Path::new("/etc/vigil/config.toml"), text)
+        .expect("valid config");
+    let policy = ModePolicy::from(&config);
+    assert_eq!(policy.default_mode, Some(Mode::Monitor));
+    assert_eq!(
+        policy.allowed_for(Some("prod")).to_string(),
+        "monitor, enforce"
+    );
+    assert_eq!(policy.allowed_for(Some("lab")).to_string(), "learn, off");
+    assert_eq!(policy.allowed_for(None).to_string(), "monitor, enforce");
+    assert_eq!(
+        policy.profile_annotation,
+        ProfileAnnotationRule::Namespaces(vec!["trusted".into()])
+    );
+
+    let nobody = crate::config::parse(
+        std::path::Path::new("/c.toml"),
+        "profile_annotation_namespaces = []",
+    )
+    .unwrap();
+    assert_eq!(
+        ModePolicy::from(&nobody).profile_annotation,
+        ProfileAnnotationRule::Nobody
+    );
+    let default = ModePolicy::from(&crate::config::NodeConfig::default());
+    assert_eq!(default, ModePolicy::default());
+}
