@@ -88,7 +88,10 @@ impl Matcher {
     pub fn check_syscall(&self, nr: u32) -> Verdict {
         match syscalls::name(nr) {
             Some(name) if self.syscalls.contains(name) => Verdict::Allowed,
-            Some(name) => deviation(Category::Syscalls, format!("syscall {name} is not in the profile")),
+            Some(name) => deviation(
+                Category::Syscalls,
+                format!("syscall {name} is not in the profile"),
+            ),
             None => deviation(Category::Syscalls, format!("unknown syscall number {nr}")),
         }
     }
@@ -127,7 +130,8 @@ impl Matcher {
             self.literal_files.contains(&(collapsed.clone(), *a))
                 || self.file_patterns.iter().any(|k| {
                     k.access == *a
-                        && (pattern::matches(&k.path, path) || pattern::matches(&k.path, &collapsed))
+                        && (pattern::matches(&k.path, path)
+                            || pattern::matches(&k.path, &collapsed))
                 })
         })
     }

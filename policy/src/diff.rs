@@ -50,14 +50,24 @@ fn not_allowed(side: &Body, other: &Matcher) -> Section {
             .filter(|name| !other.allows_syscall_name(name))
             .cloned()
             .collect(),
-        execs: side.execs.keys().filter(|k| !other.allows_exec(k)).cloned().collect(),
+        execs: side
+            .execs
+            .keys()
+            .filter(|k| !other.allows_exec(k))
+            .cloned()
+            .collect(),
         files: side
             .files
             .keys()
             .filter(|k| !other.allows_file(&k.path, k.access))
             .cloned()
             .collect(),
-        network: side.network.keys().filter(|k| !other.allows_net(k)).cloned().collect(),
+        network: side
+            .network
+            .keys()
+            .filter(|k| !other.allows_net(k))
+            .cloned()
+            .collect(),
     }
 }
 
@@ -70,7 +80,10 @@ impl ProfileDiff {
 /// One readable line per entry, as `diff` prints it.
 pub fn describe_exec(k: &ExecKey) -> String {
     let parent = k.parent.as_deref().unwrap_or("-");
-    format!("{} ({}, invoked {}, parent {parent})", k.program, k.path, k.invoked)
+    format!(
+        "{} ({}, invoked {}, parent {parent})",
+        k.program, k.path, k.invoked
+    )
 }
 
 /// One readable line for a network entry.
@@ -112,7 +125,10 @@ fn write_section(f: &mut fmt::Formatter<'_>, sign: char, s: &Section) -> fmt::Re
 impl fmt::Display for ProfileDiff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_empty() {
-            return writeln!(f, "no difference: each profile allows exactly what the other does");
+            return writeln!(
+                f,
+                "no difference: each profile allows exactly what the other does"
+            );
         }
         writeln!(f, "B allows, A does not:")?;
         if self.added.is_empty() {

@@ -37,16 +37,20 @@ pub struct RuntimeFloor {
 impl RuntimeFloor {
     /// Parses and validates a floor document; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let invalid = |reason: String| PolicyError::invalid(format!("runtime floor {origin}"), reason);
-        let floor: RuntimeFloor =
-            serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let invalid =
+            |reason: String| PolicyError::invalid(format!("runtime floor {origin}"), reason);
+        let floor: RuntimeFloor = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if floor.kind != "runtime-floor" || floor.schema != 1 {
             return Err(invalid("expected kind runtime-floor and schema 1".into()));
         }
         if floor.syscalls.is_empty() {
             return Err(invalid("it names no syscall".into()));
         }
-        if let Some(bad) = floor.syscalls.keys().find(|s| syscalls::number(s).is_none()) {
+        if let Some(bad) = floor
+            .syscalls
+            .keys()
+            .find(|s| syscalls::number(s).is_none())
+        {
             return Err(invalid(format!("unknown x86_64 syscall {bad}")));
         }
         Ok(floor)
@@ -83,8 +87,14 @@ impl RuntimeFloor {
 /// `1.1.5+ds1` → `1.1`.
 fn release_series(version: &str) -> Option<String> {
     let mut parts = version.trim().trim_start_matches('v').split('.');
-    let major = parts.next().filter(|p| p.chars().all(|c| c.is_ascii_digit()))?;
-    let minor: String = parts.next()?.chars().take_while(char::is_ascii_digit).collect();
+    let major = parts
+        .next()
+        .filter(|p| p.chars().all(|c| c.is_ascii_digit()))?;
+    let minor: String = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     (!major.is_empty() && !minor.is_empty()).then(|| format!("{major}.{minor}"))
 }
 
@@ -95,12 +105,24 @@ mod tests {
     #[test]
     fn builtin_floor_covers_exit_and_signal_paths() {
         let floor = RuntimeFloor::for_runc("1.1.5+ds1").unwrap();
-        for name in ["exit", "exit_group", "rt_sigreturn", "restart_syscall", "execve"] {
-            assert!(floor.syscalls.contains_key(name), "{name} missing from the floor");
+        for name in [
+            "exit",
+            "exit_group",
+            "rt_sigreturn",
+            "restart_syscall",
+            "execve",
+        ] {
+            assert!(
+                floor.syscalls.contains_key(name),
+                "{name} missing from the floor"
+            );
         }
         // V01: the no_new_privs=false path runs these under the filter.
         for name in ["capset", "setgroups", "setgid", "setuid", "fstatfs"] {
-            assert!(floor.syscalls.contains_key(name), "{name} missing from the floor");
+            assert!(
+                floor.syscalls.contains_key(name),
+                "{name} missing from the floor"
+            );
         }
     }
 

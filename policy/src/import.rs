@@ -47,7 +47,10 @@ pub fn validate(profile: &Profile) -> Result<(), String> {
         .chain(body.network.values());
     check_evidence(evidence)?;
     let c = &profile.confidence;
-    if [c.syscalls, c.execs, c.files, c.network].iter().any(|v| !(0.0..=1.0).contains(v)) {
+    if [c.syscalls, c.execs, c.files, c.network]
+        .iter()
+        .any(|v| !(0.0..=1.0).contains(v))
+    {
         return Err("confidence values must lie in [0, 1]".into());
     }
     if profile.created > profile.updated {

@@ -52,7 +52,10 @@ pub enum Observed {
     /// An x86_64 syscall number.
     Syscall(u32),
     Exec(ExecObservation),
-    File { path: String, access: Access },
+    File {
+        path: String,
+        access: Access,
+    },
     Net(NetObservation),
 }
 
@@ -285,11 +288,17 @@ pub fn net_key(net: &NetObservation) -> Result<NetKey> {
     let missing = |side: &str| {
         PolicyError::invalid(
             "network observation",
-            format!("{:?} on a {:?} socket lacks the {side} address", net.direction, net.family),
+            format!(
+                "{:?} on a {:?} socket lacks the {side} address",
+                net.direction, net.family
+            ),
         )
     };
     let (peer, port) = if net.family == Family::Unix {
-        let path = net.unix_path.as_deref().ok_or_else(|| missing("socket path"))?;
+        let path = net
+            .unix_path
+            .as_deref()
+            .ok_or_else(|| missing("socket path"))?;
         (Peer::Path(pattern::collapse(path)), None)
     } else {
         match net.direction {

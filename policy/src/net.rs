@@ -43,12 +43,23 @@ impl Peer {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self, ip) {
             (Peer::Any, _) => true,
-            (Peer::Range { addr: IpAddr::V4(net), prefix }, IpAddr::V4(ip)) => {
-                masked(u32::from(*net).into(), 32, *prefix) == masked(u32::from(ip).into(), 32, *prefix)
+            (
+                Peer::Range {
+                    addr: IpAddr::V4(net),
+                    prefix,
+                },
+                IpAddr::V4(ip),
+            ) => {
+                masked(u32::from(*net).into(), 32, *prefix)
+                    == masked(u32::from(ip).into(), 32, *prefix)
             }
-            (Peer::Range { addr: IpAddr::V6(net), prefix }, IpAddr::V6(ip)) => {
-                masked(u128::from(*net), 128, *prefix) == masked(u128::from(ip), 128, *prefix)
-            }
+            (
+                Peer::Range {
+                    addr: IpAddr::V6(net),
+                    prefix,
+                },
+                IpAddr::V6(ip),
+            ) => masked(u128::from(*net), 128, *prefix) == masked(u128::from(ip), 128, *prefix),
             _ => false,
         }
     }
@@ -151,7 +162,15 @@ mod tests {
 
     #[test]
     fn text_round_trips() {
-        for text in ["*", "127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8", "/run/*.sock", "@abs"] {
+        for text in [
+            "*",
+            "127.0.0.1",
+            "10.0.0.0/8",
+            "::1",
+            "fd00::/8",
+            "/run/*.sock",
+            "@abs",
+        ] {
             assert_eq!(peer(text).to_string(), text);
         }
         assert!("10.0.0.0/33".parse::<Peer>().is_err());

@@ -29,13 +29,12 @@ pub fn collapse(path: &str) -> String {
         .iter()
         .any(|dir| path == *dir || path.starts_with(&format!("{dir}/")));
     let mut out = String::with_capacity(path.len());
-    let mut depth = 0;
-    for segment in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
+    let segments = path.split('/').filter(|s| !s.is_empty() && *s != ".");
+    for (depth, segment) in segments.enumerate() {
         out.push('/');
         // The temp folder's own name is kept, rule 6 applies below it.
         let temp_child = in_temp && depth >= temp_depth(path);
         out.push_str(&collapse_segment(segment, temp_child));
-        depth += 1;
     }
     if out.is_empty() {
         out.push('/');
@@ -61,7 +60,10 @@ fn collapse_segment(segment: &str, in_temp: bool) -> String {
         if let Some(rest) = segment.strip_prefix("tmp") {
             let rest_trim = rest.trim_start_matches(['.', '-', '_']);
             let sep = &rest[..rest.len() - rest_trim.len()];
-            if rest_trim.len() >= 6 && rest_trim.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            if rest_trim.len() >= 6
+                && rest_trim
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
             {
                 return format!("tmp{sep}*");
             }
@@ -161,7 +163,9 @@ pub fn matches(pattern: &str, path: &str) -> bool {
 }
 
 fn segments(path: &str) -> Vec<&str> {
-    path.split('/').filter(|s| !s.is_empty() && *s != ".").collect()
+    path.split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect()
 }
 
 fn match_segments(pat: &[&str], segs: &[&str]) -> bool {
@@ -169,7 +173,9 @@ fn match_segments(pat: &[&str], segs: &[&str]) -> bool {
         None => segs.is_empty(),
         Some((&"**", rest)) => (0..=segs.len()).any(|skip| match_segments(rest, &segs[skip..])),
         Some((first, rest)) => match segs.split_first() {
-            Some((seg, tail)) => glob(first.as_bytes(), seg.as_bytes()) && match_segments(rest, tail),
+            Some((seg, tail)) => {
+                glob(first.as_bytes(), seg.as_bytes()) && match_segments(rest, tail)
+            }
             None => false,
         },
     }
@@ -230,12 +236,18 @@ mod tests {
             ("/tmp/build-12345678.log", "/tmp/build-*.log"),
             ("/tmp/hello.txt", "/tmp/hello.txt"),
             ("/tmp", "/tmp"),
-            ("/run/123e4567-e89b-12d3-a456-426614174000.pid", "/run/*.pid"),
+            (
+                "/run/123e4567-e89b-12d3-a456-426614174000.pid",
+                "/run/*.pid",
+            ),
             ("/var/lib/x/3f2a9c0d1e2b4a5f/state", "/var/lib/x/*/state"),
             ("/usr/lib/python3.11/os.py", "/usr/lib/python3.11/os.py"),
             ("/etc//passwd", "/etc/passwd"),
             ("/etc/./hosts", "/etc/hosts"),
-            ("/usr/share/zoneinfo/Europe/Berlin", "/usr/share/zoneinfo/Europe/Berlin"),
+            (
+                "/usr/share/zoneinfo/Europe/Berlin",
+                "/usr/share/zoneinfo/Europe/Berlin",
+            ),
             ("/var/cache/deadbeef", "/var/cache/deadbeef"),
             ("/dev/shm/sem.mp-Ab12cd", "/dev/shm/sem.mp-*"),
             ("socket:[4711]", "socket:[4711]"),

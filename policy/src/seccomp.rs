@@ -154,7 +154,11 @@ pub fn compile(
     let wanted = allowed_set(profile, floor)?;
     check_deviations(deviations)?;
     let existing = existing.map(ExistingFilter::new).transpose()?;
-    let highest = wanted.iter().filter_map(|n| syscalls::number(n)).max().unwrap_or(0);
+    let highest = wanted
+        .iter()
+        .filter_map(|n| syscalls::number(n))
+        .max()
+        .unwrap_or(0);
 
     let mut plan: BTreeMap<&str, Vec<Rule>> = BTreeMap::new();
     let mut enosys = BTreeSet::new();
@@ -195,7 +199,12 @@ fn allowed_set(profile: &Body, floor: &RuntimeFloor) -> Result<BTreeSet<String>>
         ));
     }
     let mut wanted = BTreeSet::new();
-    for name in profile.syscalls.keys().map(String::as_str).chain(floor.syscalls()) {
+    for name in profile
+        .syscalls
+        .keys()
+        .map(String::as_str)
+        .chain(floor.syscalls())
+    {
         if syscalls::number(name).is_none() {
             return Err(PolicyError::UnknownSyscall(name.to_string()));
         }
@@ -229,7 +238,10 @@ fn plan_syscall(
         return if wanted.contains(name) {
             (vec![Rule::plain(ACT_ALLOW, None)], false)
         } else {
-            (deviation_rules(name, answers_enosys, deviations), answers_enosys)
+            (
+                deviation_rules(name, answers_enosys, deviations),
+                answers_enosys,
+            )
         };
     };
     let theirs = existing.rules_for(name);
@@ -243,7 +255,10 @@ fn plan_syscall(
         return (denials, false);
     }
     if existing.ever_allows(theirs) {
-        (deviation_rules(name, answers_enosys, deviations), answers_enosys)
+        (
+            deviation_rules(name, answers_enosys, deviations),
+            answers_enosys,
+        )
     } else {
         (Vec::new(), false)
     }
@@ -344,7 +359,8 @@ impl ExistingFilter {
         if theirs.is_empty() {
             return self.default_allows;
         }
-        theirs.iter().any(Rule::allows) || (self.default_allows && theirs.iter().all(|r| !r.args.is_empty()))
+        theirs.iter().any(Rule::allows)
+            || (self.default_allows && theirs.iter().all(|r| !r.args.is_empty()))
     }
 
     /// The rules for a syscall the profile allows: the existing filter's own rules are kept

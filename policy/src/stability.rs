@@ -85,9 +85,13 @@ fn ratio(have: u64, need: u64) -> f64 {
 /// Confidence per category as of `now`.
 pub fn confidence(profile: &Profile, keys: &LearningKeys, now: Timestamp) -> Confidence {
     let cov = &profile.body.coverage;
-    let base = ratio(cov.seconds, keys.min_duration_secs) * ratio(cov.containers, keys.min_containers);
+    let base =
+        ratio(cov.seconds, keys.min_duration_secs) * ratio(cov.containers, keys.min_containers);
     let category = |newest: Option<Timestamp>, lost: u64| {
-        let quiet = ratio(now.secs_since(newest.unwrap_or(profile.created)), keys.quiet_period_secs);
+        let quiet = ratio(
+            now.secs_since(newest.unwrap_or(profile.created)),
+            keys.quiet_period_secs,
+        );
         let complete = if lost == 0 { 1.0 } else { 0.5 };
         round(base * quiet * complete)
     };
@@ -109,7 +113,10 @@ pub fn readiness(profile: &Profile, keys: &LearningKeys, now: Timestamp) -> Read
     let cov = &profile.body.coverage;
     let mut unmet = Vec::new();
     if cov.seconds < keys.min_duration_secs {
-        unmet.push(format!("learned {} s of {} s", cov.seconds, keys.min_duration_secs));
+        unmet.push(format!(
+            "learned {} s of {} s",
+            cov.seconds, keys.min_duration_secs
+        ));
     }
     let quiet = now.secs_since(last_new_entry(profile));
     if quiet < keys.quiet_period_secs {
@@ -119,10 +126,16 @@ pub fn readiness(profile: &Profile, keys: &LearningKeys, now: Timestamp) -> Read
         ));
     }
     if cov.containers < keys.min_containers {
-        unmet.push(format!("{} of {} containers", cov.containers, keys.min_containers));
+        unmet.push(format!(
+            "{} of {} containers",
+            cov.containers, keys.min_containers
+        ));
     }
     if cov.lost.total() > 0 {
-        unmet.push(format!("{} events were lost while learning", cov.lost.total()));
+        unmet.push(format!(
+            "{} events were lost while learning",
+            cov.lost.total()
+        ));
     }
     Readiness { unmet }
 }

@@ -181,7 +181,11 @@ impl Store {
                     source,
                 })
                 .and_then(|text| parse_profile(&text, &path));
-            listed.push(Listed { path, size, profile });
+            listed.push(Listed {
+                path,
+                size,
+                profile,
+            });
         }
         listed.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(listed)
@@ -196,7 +200,10 @@ impl Store {
         if let Ok(digest) = Digest::parse(reference) {
             return Ok(digest);
         }
-        let prefix = reference.strip_prefix("sha256:").unwrap_or(reference).to_ascii_lowercase();
+        let prefix = reference
+            .strip_prefix("sha256:")
+            .unwrap_or(reference)
+            .to_ascii_lowercase();
         if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(self.no_match(reference));
         }
@@ -332,7 +339,9 @@ fn check_schema(text: &str, path: &Path) -> Result<()> {
         });
     }
     if schema == 0 {
-        return Err(corrupt("schema 0 does not exist; the first schema is 1".into()));
+        return Err(corrupt(
+            "schema 0 does not exist; the first schema is 1".into(),
+        ));
     }
     Ok(())
 }
@@ -348,13 +357,14 @@ pub fn write_atomic(dir: &Path, target: &Path, data: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .map_err(fail("create a temporary file in", dir))?;
     temp.write_all(data).map_err(fail("write", temp.path()))?;
-    temp.as_file().sync_all().map_err(fail("fsync", temp.path()))?;
-    temp.persist(target)
-        .map_err(|e| PolicyError::Write {
-            step: "rename a temporary file onto",
-            path: target.to_path_buf(),
-            source: e.error,
-        })?;
+    temp.as_file()
+        .sync_all()
+        .map_err(fail("fsync", temp.path()))?;
+    temp.persist(target).map_err(|e| PolicyError::Write {
+        step: "rename a temporary file onto",
+        path: target.to_path_buf(),
+        source: e.error,
+    })?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(fail("fsync the folder", dir))

@@ -30,7 +30,10 @@ impl Timestamp {
 
     /// `self` plus `secs` seconds.
     pub fn plus(self, secs: u64) -> Self {
-        Self(self.0.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)))
+        Self(
+            self.0
+                .saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)),
+        )
     }
 }
 

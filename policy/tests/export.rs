@@ -26,11 +26,26 @@ fn k8s_spo_is_a_seccomp_profile_object() {
 fn falco_rules_flag_execs_and_connections_outside_the_profile() {
     let floor = RuntimeFloor::for_runc("1.1.5").unwrap();
     let y = export(&sample("busybox-shell.json"), &floor, Format::FalcoRules).unwrap();
-    assert!(y.contains("(proc.exepath = \"/bin/busybox\" and proc.name = \"cat\")"), "{y}");
-    assert!(y.contains("(fd.sip = \"127.0.0.1\" and fd.sport = 8080)"), "{y}");
-    assert!(y.contains("(fd.snet = \"10.96.0.0/12\" and fd.sport = 53)"), "{y}");
-    assert!(y.contains("container.image.repository in (\"local/busybox\")"), "{y}");
-    assert!(y.contains("- rule: vigil vigil_busybox_latest exec outside profile"), "{y}");
+    assert!(
+        y.contains("(proc.exepath = \"/bin/busybox\" and proc.name = \"cat\")"),
+        "{y}"
+    );
+    assert!(
+        y.contains("(fd.sip = \"127.0.0.1\" and fd.sport = 8080)"),
+        "{y}"
+    );
+    assert!(
+        y.contains("(fd.snet = \"10.96.0.0/12\" and fd.sport = 53)"),
+        "{y}"
+    );
+    assert!(
+        y.contains("container.image.repository in (\"local/busybox\")"),
+        "{y}"
+    );
+    assert!(
+        y.contains("- rule: vigil vigil_busybox_latest exec outside profile"),
+        "{y}"
+    );
 }
 
 #[test]
@@ -44,8 +59,14 @@ fn diff_shows_both_directions_readably() {
     assert_eq!(d.added.syscalls, ["times"]);
     assert_eq!(d.removed.syscalls, ["sendfile"]);
     let text = d.to_string();
-    assert!(text.contains("B allows, A does not:\n  + syscall times\n"), "{text}");
-    assert!(text.contains("A allows, B does not:\n  - syscall sendfile\n"), "{text}");
+    assert!(
+        text.contains("B allows, A does not:\n  + syscall times\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("A allows, B does not:\n  - syscall sendfile\n"),
+        "{text}"
+    );
     let json = serde_json::to_value(&d).unwrap();
     assert_eq!(json["added"]["syscalls"][0], "times");
     assert!(diff(&a.body, &a.body).is_empty());

@@ -7,20 +7,33 @@ use vigil_policy::RuntimeFloor;
 
 #[test]
 fn committed_floor_covers_a_fresh_derivation() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/base/derive-runc-floor.sh");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../profiles/base/derive-runc-floor.sh"
+    );
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         println!("skipping committed_floor_covers_a_fresh_derivation: needs root");
         return;
     }
-    let out = Command::new("bash").args([script, "--runs", "2"]).output().unwrap();
+    let out = Command::new("bash")
+        .args([script, "--runs", "2"])
+        .output()
+        .unwrap();
     if out.status.code() == Some(3) {
         let reason = String::from_utf8_lossy(&out.stderr);
-        println!("skipping committed_floor_covers_a_fresh_derivation: {}", reason.trim());
+        println!(
+            "skipping committed_floor_covers_a_fresh_derivation: {}",
+            reason.trim()
+        );
         return;
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "derivation failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "derivation failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let version = Command::new("runc").arg("--version").output().unwrap();
     let version = String::from_utf8_lossy(&version.stdout);

@@ -10,16 +10,27 @@ use vigil_policy::net::Peer;
 use vigil_policy::{Digest, Profile, State, Timestamp};
 
 fn evidence() -> impl Strategy<Value = Evidence> {
-    (0i64..1000, 0i64..1000, 1u64..50, 0u64..3, any::<bool>(), any::<bool>()).prop_map(
-        |(a, b, count, containers, steady, exec)| Evidence {
+    (
+        0i64..1000,
+        0i64..1000,
+        1u64..50,
+        0u64..3,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(a, b, count, containers, steady, exec)| Evidence {
             first_seen: Timestamp(a.min(b)),
             last_seen: Timestamp(a.max(b)),
             count,
             containers,
-            phases: [if steady { Phase::Steady } else { Phase::Startup }].into(),
+            phases: [if steady {
+                Phase::Steady
+            } else {
+                Phase::Startup
+            }]
+            .into(),
             origins: [if exec { Origin::Exec } else { Origin::Main }].into(),
-        },
-    )
+        })
 }
 
 fn exec_key() -> impl Strategy<Value = ExecKey> {
@@ -78,7 +89,11 @@ fn profile() -> impl Strategy<Value = Profile> {
             let digest = Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap();
             let mut p = Profile::new(digest, Timestamp(created));
             p.updated = Timestamp(updated);
-            p.state = if stable { State::Stable } else { State::Learning };
+            p.state = if stable {
+                State::Stable
+            } else {
+                State::Learning
+            };
             p.confidence.execs = f64::from(conf) / 1000.0; // stored rounded to 3 places
             p.body = body;
             p
@@ -118,7 +133,10 @@ proptest! {
 
 #[test]
 fn merging_different_images_is_refused() {
-    let a = Profile::new(Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap(), Timestamp(0));
+    let a = Profile::new(
+        Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap(),
+        Timestamp(0),
+    );
     let mut b = a.clone();
     b.digest = Digest::parse(&format!("sha256:{}", "b".repeat(64))).unwrap();
     let err = merged_result(&a, &b).unwrap_err().to_string();
@@ -139,7 +157,10 @@ fn evidence_merge_widens_times_and_adds_counts() {
     map.insert("read".into(), e1);
     map.get_mut("read").unwrap().merge(&e2);
     let e = &map["read"];
-    assert_eq!((e.first_seen, e.last_seen, e.count), (Timestamp(5), Timestamp(10), 2));
+    assert_eq!(
+        (e.first_seen, e.last_seen, e.count),
+        (Timestamp(5), Timestamp(10), 2)
+    );
     assert_eq!(e.phases.len(), 2);
     assert_eq!(e.origins.len(), 2);
 }

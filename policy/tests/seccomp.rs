@@ -11,40 +11,77 @@ use common::{body_with, floor, rule_for};
 
 #[test]
 fn output_is_an_oci_seccomp_object_runc_accepts() {
-    let compiled = compile(&body_with(&["read", "getppid"]), &floor(), None, &Deviations::Deny).unwrap();
+    let compiled = compile(
+        &body_with(&["read", "getppid"]),
+        &floor(),
+        None,
+        &Deviations::Deny,
+    )
+    .unwrap();
     let json = compiled.to_json();
     let parsed: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(json.clone()).unwrap();
     assert_eq!(format!("{:?}", parsed.default_action()), "ScmpActErrno");
     assert_eq!(json["defaultErrnoRet"], 1);
     assert!(json.get("flags").is_none(), "runc 1.1.5 rejects flags");
-    assert_eq!(json["architectures"], serde_json::json!(["SCMP_ARCH_X86_64"]));
-    for name in ["read", "getppid", "capset", "exit_group", "rt_sigreturn", "restart_syscall"] {
+    assert_eq!(
+        json["architectures"],
+        serde_json::json!(["SCMP_ARCH_X86_64"])
+    );
+    for name in [
+        "read",
+        "getppid",
+        "capset",
+        "exit_group",
+        "rt_sigreturn",
+        "restart_syscall",
+    ] {
         let rule = rule_for(&compiled.seccomp, name).unwrap_or_else(|| panic!("{name} absent"));
         assert_eq!(rule.action, ACT_ALLOW, "{name}");
     }
-    assert!(compiled.allowed.contains("fstatfs"), "V01: the floor is part of every filter");
+    assert!(
+        compiled.allowed.contains("fstatfs"),
+        "V01: the floor is part of every filter"
+    );
 }
 
 #[test]
 fn unlearned_new_syscalls_answer_enosys_not_eperm() {
     let compiled = compile(&body_with(&["read"]), &floor(), None, &Deviations::Deny).unwrap();
     let clone3 = rule_for(&compiled.seccomp, "clone3").expect("clone3 needs an explicit rule");
-    assert_eq!((clone3.action.as_str(), clone3.errno_ret), (ACT_ERRNO, Some(38)));
+    assert_eq!(
+        (clone3.action.as_str(), clone3.errno_ret),
+        (ACT_ERRNO, Some(38))
+    );
     assert_eq!(compiled.denial_errno("clone3"), 38);
     assert_eq!(compiled.denial_errno("ptrace"), 1);
-    assert!(rule_for(&compiled.seccomp, "ptrace").is_none(), "old syscalls fall to EPERM");
+    assert!(
+        rule_for(&compiled.seccomp, "ptrace").is_none(),
+        "old syscalls fall to EPERM"
+    );
 }
 
 #[test]
 fn naming_openat2_keeps_clone3_enosys() {
     // V02: openat2 (437) is above clone3 (435); runc's stub alone would leave clone3 EPERM.
-    let compiled = compile(&body_with(&["read", "openat2"]), &floor(), None, &Deviations::Deny).unwrap();
-    assert_eq!(rule_for(&compiled.seccomp, "openat2").unwrap().action, ACT_ALLOW);
+    let compiled = compile(
+        &body_with(&["read", "openat2"]),
+        &floor(),
+        None,
+        &Deviations::Deny,
+    )
+    .unwrap();
+    assert_eq!(
+        rule_for(&compiled.seccomp, "openat2").unwrap().action,
+        ACT_ALLOW
+    );
     let clone3 = rule_for(&compiled.seccomp, "clone3").unwrap();
     assert_eq!(clone3.errno_ret, Some(38));
     // Everything above the highest allowed syscall answers ENOSYS explicitly too.
     let highest = vigil_policy::syscalls::all().last().unwrap().0;
-    assert_eq!(rule_for(&compiled.seccomp, highest).unwrap().errno_ret, Some(38));
+    assert_eq!(
+        rule_for(&compiled.seccomp, highest).unwrap().errno_ret,
+        Some(38)
+    );
 }
 
 fn existing(json: serde_json::Value) -> OciSeccomp {
@@ -67,13 +104,32 @@ fn existing_filter_is_intersected_never_widened() {
     let body = body_with(&["read", "clone", "getuid", "personality"]);
     let compiled = compile(&body, &floor(), Some(&e), &Deviations::Deny).unwrap();
     assert!(compiled.allowed.contains("read"));
-    assert!(!compiled.allowed.contains("getuid"), "the existing filter denied getuid");
-    assert!(!compiled.allowed.contains("fstatfs"), "floor calls the existing filter denied stay denied");
+    assert!(
+        !compiled.allowed.contains("getuid"),
+        "the existing filter denied getuid"
+    );
+    assert!(
+        !compiled.allowed.contains("fstatfs"),
+        "floor calls the existing filter denied stay denied"
+    );
     let clone = rule_for(&compiled.seccomp, "clone").unwrap();
-    assert_eq!(clone.args.len(), 1, "argument conditions of the existing filter are kept");
-    assert_eq!(rule_for(&compiled.seccomp, "clone3").unwrap().errno_ret, Some(38));
-    assert_eq!(compiled.seccomp.architectures, ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]);
-    assert!(rule_for(&compiled.seccomp, "write").is_some(), "write: floor ∩ existing");
+    assert_eq!(
+        clone.args.len(),
+        1,
+        "argument conditions of the existing filter are kept"
+    );
+    assert_eq!(
+        rule_for(&compiled.seccomp, "clone3").unwrap().errno_ret,
+        Some(38)
+    );
+    assert_eq!(
+        compiled.seccomp.architectures,
+        ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]
+    );
+    assert!(
+        rule_for(&compiled.seccomp, "write").is_some(),
+        "write: floor ∩ existing"
+    );
 }
 
 #[test]
@@ -85,7 +141,13 @@ fn existing_allow_default_keeps_its_conditional_denials() {
              "args": [{"index": 0, "value": 40, "op": "SCMP_CMP_EQ"}]}
         ]
     }));
-    let compiled = compile(&body_with(&["socket", "read"]), &floor(), Some(&e), &Deviations::Deny).unwrap();
+    let compiled = compile(
+        &body_with(&["socket", "read"]),
+        &floor(),
+        Some(&e),
+        &Deviations::Deny,
+    )
+    .unwrap();
     let rules: Vec<_> = compiled
         .seccomp
         .syscalls
@@ -93,9 +155,16 @@ fn existing_allow_default_keeps_its_conditional_denials() {
         .filter(|r| r.names.iter().any(|n| n == "socket"))
         .collect();
     assert_eq!(rules.len(), 2, "{rules:?}");
-    assert!(rules.iter().any(|r| r.action == ACT_ERRNO && r.args.len() == 1));
-    assert!(rules.iter().any(|r| r.action == ACT_ALLOW && r.args.is_empty()));
-    assert_eq!(compiled.seccomp.default_action, ACT_ERRNO, "our default narrows the rest");
+    assert!(rules
+        .iter()
+        .any(|r| r.action == ACT_ERRNO && r.args.len() == 1));
+    assert!(rules
+        .iter()
+        .any(|r| r.action == ACT_ALLOW && r.args.is_empty()));
+    assert_eq!(
+        compiled.seccomp.default_action, ACT_ERRNO,
+        "our default narrows the rest"
+    );
 }
 
 #[test]
@@ -109,11 +178,21 @@ fn notify_rules_are_explicit_and_never_on_write() {
         f.syscalls.remove("write");
         f
     };
-    let compiled = compile(&body_with(&["read"]), &floor_without_write, None, &deviations).unwrap();
+    let compiled = compile(
+        &body_with(&["read"]),
+        &floor_without_write,
+        None,
+        &deviations,
+    )
+    .unwrap();
     let s = &compiled.seccomp;
     assert_eq!(s.default_action, ACT_ERRNO);
     assert_eq!(s.listener_path.as_deref(), Some("/run/vigil/notify.sock"));
-    let notify = s.syscalls.iter().find(|r| r.action == "SCMP_ACT_NOTIFY").unwrap();
+    let notify = s
+        .syscalls
+        .iter()
+        .find(|r| r.action == "SCMP_ACT_NOTIFY")
+        .unwrap();
     assert!(notify.names.iter().any(|n| n == "ptrace"));
     assert!(notify.names.iter().any(|n| n == "clone3"));
     assert!(!notify.names.iter().any(|n| n == "write"));
@@ -125,7 +204,12 @@ fn notify_rules_are_explicit_and_never_on_write() {
 #[test]
 fn log_mode_logs_everything_outside_the_profile() {
     let compiled = compile(&body_with(&["read"]), &floor(), None, &Deviations::Log).unwrap();
-    let log = compiled.seccomp.syscalls.iter().find(|r| r.action == ACT_LOG).unwrap();
+    let log = compiled
+        .seccomp
+        .syscalls
+        .iter()
+        .find(|r| r.action == ACT_LOG)
+        .unwrap();
     assert!(log.names.iter().any(|n| n == "ptrace"));
     assert!(log.names.iter().any(|n| n == "clone3"));
 }
@@ -133,14 +217,19 @@ fn log_mode_logs_everything_outside_the_profile() {
 #[test]
 fn unusable_profiles_are_errors() {
     let f = floor();
-    let err = compile(&Body::default(), &f, None, &Deviations::Deny).unwrap_err().to_string();
+    let err = compile(&Body::default(), &f, None, &Deviations::Deny)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("names no syscall"), "{err}");
     let err = compile(&body_with(&["frobnicate"]), &f, None, &Deviations::Deny).unwrap_err();
     assert!(err.to_string().contains("frobnicate"), "{err}");
     let nothing = existing(serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": []}));
     let err = compile(&body_with(&["read"]), &f, Some(&nothing), &Deviations::Deny).unwrap_err();
     assert!(err.to_string().contains("no syscall in common"), "{err}");
-    let relative = Deviations::Notify { listener_path: "x.sock".into(), listener_metadata: None };
+    let relative = Deviations::Notify {
+        listener_path: "x.sock".into(),
+        listener_metadata: None,
+    };
     assert!(compile(&body_with(&["read"]), &f, None, &relative).is_err());
 }
 

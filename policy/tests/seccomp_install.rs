@@ -34,7 +34,10 @@ fn probe(name: &str, nr: libc::c_long, arg: libc::c_long) -> String {
     // with a null struct and size 0 fails before touching memory.
     let ret = unsafe { libc::syscall(nr, arg, 0) };
     if ret < 0 {
-        format!("{name} errno {}\n", std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        format!(
+            "{name} errno {}\n",
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        )
     } else {
         format!("{name} ok\n")
     }
@@ -51,7 +54,12 @@ fn run_child(filter: &OciSeccomp) -> String {
     let path = dir.path().join("filter.json");
     std::fs::write(&path, serde_json::to_vec(filter).unwrap()).unwrap();
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "seccomp_child_entry", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "seccomp_child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("VIGIL_SECCOMP_FILTER", &path)
         .output()
         .unwrap();
@@ -61,7 +69,9 @@ fn run_child(filter: &OciSeccomp) -> String {
 #[test]
 fn installed_filter_allows_denies_and_answers_enosys() {
     if Libseccomp::open().is_none() {
-        println!("skipping installed_filter_allows_denies_and_answers_enosys: libseccomp.so.2 not found");
+        println!(
+            "skipping installed_filter_allows_denies_and_answers_enosys: libseccomp.so.2 not found"
+        );
         return;
     }
     for extra in [&[][..], &["openat2"][..]] {
@@ -69,35 +79,90 @@ fn installed_filter_allows_denies_and_answers_enosys() {
         names.extend_from_slice(extra);
         let compiled = compile(&body_with(&names), &floor(), None, &Deviations::Deny).unwrap();
         let out = run_child(&compiled.seccomp);
-        assert!(out.contains("getppid ok"), "allowed call failed ({extra:?}): {out:?}");
-        assert!(out.contains("getuid errno 1"), "denied call must be EPERM ({extra:?}): {out:?}");
-        assert!(out.contains("clone3 errno 38"), "clone3 must be ENOSYS ({extra:?}): {out:?}");
+        assert!(
+            out.contains("getppid ok"),
+            "allowed call failed ({extra:?}): {out:?}"
+        );
+        assert!(
+            out.contains("getuid errno 1"),
+            "denied call must be EPERM ({extra:?}): {out:?}"
+        );
+        assert!(
+            out.contains("clone3 errno 38"),
+            "clone3 must be ENOSYS ({extra:?}): {out:?}"
+        );
     }
 }
 
 #[test]
 fn runc_starts_enforced_containers_on_every_path() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/base/derive-runc-floor.sh");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../profiles/base/derive-runc-floor.sh"
+    );
     if let Some(reason) = common_privileged_skip() {
         println!("skipping runc_starts_enforced_containers_on_every_path: {reason}");
         return;
     }
     // What busybox sh and id need (strace of `busybox sh -c 'id -u'`); the floor adds runc's.
     let workload = [
-        "arch_prctl", "brk", "clone", "close", "dup2", "execve", "exit_group", "fcntl",
-        "getegid", "geteuid", "getgid", "getpid", "getppid", "getrandom", "getuid", "ioctl",
-        "mprotect", "newfstatat", "openat", "prctl", "prlimit64", "read", "readlink", "rseq",
-        "rt_sigaction", "rt_sigreturn", "set_robust_list", "set_tid_address", "uname", "wait4",
-        "write", "getcwd", "stat", "lstat", "fstat", "rt_sigprocmask", "mmap", "munmap",
-        "clock_nanosleep", "nanosleep",
+        "arch_prctl",
+        "brk",
+        "clone",
+        "close",
+        "dup2",
+        "execve",
+        "exit_group",
+        "fcntl",
+        "getegid",
+        "geteuid",
+        "getgid",
+        "getpid",
+        "getppid",
+        "getrandom",
+        "getuid",
+        "ioctl",
+        "mprotect",
+        "newfstatat",
+        "openat",
+        "prctl",
+        "prlimit64",
+        "read",
+        "readlink",
+        "rseq",
+        "rt_sigaction",
+        "rt_sigreturn",
+        "set_robust_list",
+        "set_tid_address",
+        "uname",
+        "wait4",
+        "write",
+        "getcwd",
+        "stat",
+        "lstat",
+        "fstat",
+        "rt_sigprocmask",
+        "mmap",
+        "munmap",
+        "clock_nanosleep",
+        "nanosleep",
     ];
     let compiled = compile(&body_with(&workload), &floor(), None, &Deviations::Deny).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("seccomp.json");
     std::fs::write(&path, serde_json::to_vec(&compiled.seccomp).unwrap()).unwrap();
-    let out = Command::new("bash").arg(script).arg("--verify").arg(&path).output().unwrap();
+    let out = Command::new("bash")
+        .arg(script)
+        .arg("--verify")
+        .arg(&path)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let want = [
         ("run-root-nnp", "0"),
         ("run-user-nnp", "1000"),
@@ -108,7 +173,10 @@ fn runc_starts_enforced_containers_on_every_path() {
     ];
     for (path, uid) in want {
         let line = format!("{path}\tok\t{uid}");
-        assert!(text.lines().any(|l| l == line), "{path} failed under the filter:\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "{path} failed under the filter:\n{text}"
+        );
     }
 }
 
@@ -184,7 +252,8 @@ impl Libseccomp {
             }
             for rule in &filter.syscalls {
                 let act = action(&rule.action, rule.errno_ret)?;
-                let args: Vec<ScmpArgCmp> = rule.args.iter().map(arg_cmp).collect::<Result<_, _>>()?;
+                let args: Vec<ScmpArgCmp> =
+                    rule.args.iter().map(arg_cmp).collect::<Result<_, _>>()?;
                 for name in &rule.names {
                     let cname = CString::new(name.as_str()).map_err(|e| e.to_string())?;
                     let nr = resolve(cname.as_ptr());

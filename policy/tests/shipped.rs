@@ -48,12 +48,20 @@ fn every_shipped_profile_parses_and_compiles() {
             assert!(m.allows_exec(key), "{}: {key:?}", path.display());
         }
         for key in profile.body.files.keys() {
-            assert!(m.allows_file(&key.path, key.access), "{}: {key:?}", path.display());
+            assert!(
+                m.allows_file(&key.path, key.access),
+                "{}: {key:?}",
+                path.display()
+            );
         }
         for key in profile.body.network.keys() {
             assert!(m.allows_net(key), "{}: {key:?}", path.display());
         }
-        assert_eq!(m.check_syscall(59), Verdict::Allowed, "execve is in every floor");
+        assert_eq!(
+            m.check_syscall(59),
+            Verdict::Allowed,
+            "execve is in every floor"
+        );
         profiles += 1;
     }
     assert!(profiles >= 2, "sample application profiles are shipped");

@@ -28,8 +28,12 @@ fn merges_accumulate_and_index_names() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let keys = LearningKeys::default();
-    store.merge_into(&digest('a'), &delta("read", "img:1"), &keys, Timestamp(100)).unwrap();
-    let p = store.merge_into(&digest('a'), &delta("read", "img:2"), &keys, Timestamp(200)).unwrap();
+    store
+        .merge_into(&digest('a'), &delta("read", "img:1"), &keys, Timestamp(100))
+        .unwrap();
+    let p = store
+        .merge_into(&digest('a'), &delta("read", "img:2"), &keys, Timestamp(200))
+        .unwrap();
     assert_eq!(p.body.syscalls["read"].count, 2);
     assert_eq!(p.body.syscalls["read"].containers, 2);
     assert_eq!((p.created, p.updated), (Timestamp(100), Timestamp(200)));
@@ -38,7 +42,10 @@ fn merges_accumulate_and_index_names() {
     assert_eq!(store.resolve("aaaa").unwrap(), digest('a'));
     assert_eq!(store.load(&digest('a')).unwrap().unwrap(), p);
     let text = std::fs::read_to_string(store.path_of(&digest('a'))).unwrap();
-    assert!(text.contains("\"schema\": 1") && text.contains('\n'), "human-readable JSON");
+    assert!(
+        text.contains("\"schema\": 1") && text.contains('\n'),
+        "human-readable JSON"
+    );
 }
 
 #[test]
@@ -48,8 +55,12 @@ fn ambiguous_and_unknown_references_say_so() {
     let keys = LearningKeys::default();
     let ab = Digest::parse(&format!("sha256:ab{}", "0".repeat(62))).unwrap();
     let ac = Digest::parse(&format!("sha256:ac{}", "0".repeat(62))).unwrap();
-    store.merge_into(&ab, &delta("read", "x"), &keys, Timestamp(1)).unwrap();
-    store.merge_into(&ac, &delta("read", "y"), &keys, Timestamp(1)).unwrap();
+    store
+        .merge_into(&ab, &delta("read", "x"), &keys, Timestamp(1))
+        .unwrap();
+    store
+        .merge_into(&ac, &delta("read", "y"), &keys, Timestamp(1))
+        .unwrap();
     let err = store.resolve("a").unwrap_err().to_string();
     assert!(err.contains("ambiguous"), "{err}");
     let err = store.resolve("nginx:latest").unwrap_err().to_string();
@@ -62,11 +73,23 @@ fn assert_untouched_after_merge(dir: &Path, content: &str, want: fn(&PolicyError
     let path = store.path_of(&digest('c'));
     std::fs::write(&path, content).unwrap();
     let err = store
-        .merge_into(&digest('c'), &delta("read", "img"), &LearningKeys::default(), Timestamp(5))
+        .merge_into(
+            &digest('c'),
+            &delta("read", "img"),
+            &LearningKeys::default(),
+            Timestamp(5),
+        )
         .unwrap_err();
     assert!(want(&err), "unexpected error: {err}");
-    assert!(err.to_string().contains(&path.display().to_string()), "names the file: {err}");
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), content, "file must be left as it was");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "names the file: {err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        content,
+        "file must be left as it was"
+    );
 }
 
 #[test]
@@ -108,8 +131,13 @@ fn concurrent_threads_lose_nothing() {
             std::thread::spawn(move || {
                 let store = Store::open(&path).unwrap();
                 for i in 0..10 {
-                    let d = delta(if i % 2 == 0 { "read" } else { "write" }, &format!("img:{t}"));
-                    store.merge_into(&digest('e'), &d, &LearningKeys::default(), Timestamp(1)).unwrap();
+                    let d = delta(
+                        if i % 2 == 0 { "read" } else { "write" },
+                        &format!("img:{t}"),
+                    );
+                    store
+                        .merge_into(&digest('e'), &d, &LearningKeys::default(), Timestamp(1))
+                        .unwrap();
                 }
             })
         })
@@ -117,8 +145,15 @@ fn concurrent_threads_lose_nothing() {
     for t in threads {
         t.join().unwrap();
     }
-    let p = Store::open(dir.path()).unwrap().load(&digest('e')).unwrap().unwrap();
-    assert_eq!(p.body.syscalls["read"].count + p.body.syscalls["write"].count, 80);
+    let p = Store::open(dir.path())
+        .unwrap()
+        .load(&digest('e'))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        p.body.syscalls["read"].count + p.body.syscalls["write"].count,
+        80
+    );
     assert_eq!(p.body.coverage.containers, 80);
     assert_eq!(p.body.names.len(), 8);
 }
@@ -131,15 +166,22 @@ fn child_merges() -> bool {
     let n: u32 = std::env::var("VIGIL_TEST_MERGES").unwrap().parse().unwrap();
     let store = Store::open(Path::new(&dir)).unwrap();
     for i in 0..n {
-        let d = delta(&format!("{}", ["read", "write", "openat"][i as usize % 3]), "img");
-        store.merge_into(&digest('f'), &d, &LearningKeys::default(), Timestamp(1)).unwrap();
+        let d = delta(["read", "write", "openat"][i as usize % 3], "img");
+        store
+            .merge_into(&digest('f'), &d, &LearningKeys::default(), Timestamp(1))
+            .unwrap();
     }
     true
 }
 
 fn spawn_merger(dir: &Path, merges: u32) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "process_child_entry", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "process_child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("VIGIL_TEST_STORE", dir)
         .env("VIGIL_TEST_MERGES", merges.to_string())
         .stdout(Stdio::null())
@@ -160,7 +202,11 @@ fn concurrent_processes_lose_nothing() {
     for mut c in children {
         assert!(c.wait().unwrap().success());
     }
-    let p = Store::open(dir.path()).unwrap().load(&digest('f')).unwrap().unwrap();
+    let p = Store::open(dir.path())
+        .unwrap()
+        .load(&digest('f'))
+        .unwrap()
+        .unwrap();
     let total: u64 = p.body.syscalls.values().map(|e| e.count).sum();
     assert_eq!(total, 60);
 }
@@ -183,7 +229,14 @@ fn killed_writer_leaves_old_or_new_file_never_torn() {
         last = total;
     }
     // A later learner merges on top and cleans up temp files of the killed ones.
-    store.merge_into(&digest('f'), &delta("read", "img"), &LearningKeys::default(), Timestamp(1)).unwrap();
+    store
+        .merge_into(
+            &digest('f'),
+            &delta("read", "img"),
+            &LearningKeys::default(),
+            Timestamp(1),
+        )
+        .unwrap();
     let leftovers: Vec<_> = std::fs::read_dir(store.dir())
         .unwrap()
         .flatten()
@@ -206,10 +259,21 @@ fn auto_promotion_follows_the_learning_keys() {
     };
     let mut d = delta("read", "img");
     d.coverage.seconds = 20;
-    let p = store.merge_into(&digest('9'), &d, &keys, Timestamp(100)).unwrap();
-    assert_eq!(p.state, State::Learning, "entry first seen at 100, quiet only 0 s");
     let p = store
-        .merge_into(&digest('9'), &ProfileDelta::default(), &keys, Timestamp(151))
+        .merge_into(&digest('9'), &d, &keys, Timestamp(100))
+        .unwrap();
+    assert_eq!(
+        p.state,
+        State::Learning,
+        "entry first seen at 100, quiet only 0 s"
+    );
+    let p = store
+        .merge_into(
+            &digest('9'),
+            &ProfileDelta::default(),
+            &keys,
+            Timestamp(151),
+        )
         .unwrap();
     assert_eq!(p.state, State::Stable);
     assert!(p.confidence.syscalls > 0.99, "{:?}", p.confidence);
@@ -217,8 +281,16 @@ fn auto_promotion_follows_the_learning_keys() {
     let mut lossy = delta("write", "img");
     lossy.coverage.lost.syscalls = 4;
     let other = digest('8');
-    store.merge_into(&other, &lossy, &keys, Timestamp(0)).unwrap();
-    let p = store.merge_into(&other, &ProfileDelta::default(), &keys, Timestamp(1000)).unwrap();
-    assert_eq!(p.state, State::Learning, "lost events keep a profile learning");
+    store
+        .merge_into(&other, &lossy, &keys, Timestamp(0))
+        .unwrap();
+    let p = store
+        .merge_into(&other, &ProfileDelta::default(), &keys, Timestamp(1000))
+        .unwrap();
+    assert_eq!(
+        p.state,
+        State::Learning,
+        "lost events keep a profile learning"
+    );
     assert!(p.confidence.syscalls <= 0.5);
 }

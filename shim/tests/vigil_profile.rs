@@ -44,7 +44,10 @@ fn list_shows_a_row_per_profile() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.starts_with("IMAGE"), "{text}");
-    let row = text.lines().find(|l| l.starts_with("local/busybox:latest")).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("local/busybox:latest"))
+        .unwrap();
     for cell in ["3f3f3f3f3f3f", "stable", "36/4/5/2", "KiB"] {
         assert!(row.contains(cell), "{cell} missing in {row}");
     }
@@ -62,14 +65,18 @@ fn show_by_name_digest_and_prefix() {
         assert!(out.status.success(), "{reference}: {}", stderr(&out));
         let text = stdout(&out);
         assert!(text.contains("state    stable"), "{text}");
-        assert!(text.contains("cat (/bin/busybox, invoked /bin/cat, parent sh)"), "{text}");
+        assert!(
+            text.contains("cat (/bin/busybox, invoked /bin/cat, parent sh)"),
+            "{text}"
+        );
         assert!(text.contains("read   /proc/*/status"), "{text}");
     }
     let out = vigil(dir.path(), &["profile", "show", "3f", "--json"]);
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let file: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(examples().join("busybox-shell.json")).unwrap())
-            .unwrap();
+    let file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(examples().join("busybox-shell.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(shown, file, "show --json prints the document as imported");
 }
 
@@ -78,8 +85,16 @@ fn input_errors_exit_2_and_say_what_to_fix() {
     let dir = store();
     let out = vigil(dir.path(), &["profile", "show", "nginx:latest"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("no profile named nginx:latest"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("vigil profile list"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no profile named nginx:latest"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("vigil profile list"),
+        "{}",
+        stderr(&out)
+    );
 
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{\"schema\": 1, \"digest\": \"sha256:xyz\"}").unwrap();
@@ -94,28 +109,61 @@ fn input_errors_exit_2_and_say_what_to_fix() {
 #[test]
 fn corrupt_store_file_is_named_by_list() {
     let dir = store();
-    let path = dir.path().join(format!("profiles/{}.json", "ab".repeat(32)));
+    let path = dir
+        .path()
+        .join(format!("profiles/{}.json", "ab".repeat(32)));
     std::fs::write(&path, "{ not json").unwrap();
     let out = vigil(dir.path(), &["profile", "list"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains(&path.display().to_string()), "{}", stderr(&out));
-    assert!(stdout(&out).contains("local/busybox:latest"), "the good ones are still listed");
+    assert!(
+        stderr(&out).contains(&path.display().to_string()),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("local/busybox:latest"),
+        "the good ones are still listed"
+    );
 }
 
 #[test]
 fn diff_and_exports() {
     let dir = store();
-    let out = vigil(dir.path(), &["profile", "diff", "local/busybox:latest", "7c7c"]);
+    let out = vigil(
+        dir.path(),
+        &["profile", "diff", "local/busybox:latest", "7c7c"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("  + syscall accept4"), "{}", stdout(&out));
-    assert!(stdout(&out).contains("  - syscall sendfile"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("  + syscall accept4"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("  - syscall sendfile"),
+        "{}",
+        stdout(&out)
+    );
 
-    let out = vigil(dir.path(), &["profile", "export", "3f", "--format", "oci-seccomp"]);
+    let out = vigil(
+        dir.path(),
+        &["profile", "export", "3f", "--format", "oci-seccomp"],
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["defaultAction"], "SCMP_ACT_ERRNO");
-    let out = vigil(dir.path(), &["profile", "export", "7c", "--format", "k8s-spo"]);
-    assert!(stdout(&out).contains("kind: SeccompProfile"), "{}", stdout(&out));
-    let out = vigil(dir.path(), &["profile", "export", "7c", "--format", "falco-rules"]);
+    let out = vigil(
+        dir.path(),
+        &["profile", "export", "7c", "--format", "k8s-spo"],
+    );
+    assert!(
+        stdout(&out).contains("kind: SeccompProfile"),
+        "{}",
+        stdout(&out)
+    );
+    let out = vigil(
+        dir.path(),
+        &["profile", "export", "7c", "--format", "falco-rules"],
+    );
     assert!(stdout(&out).contains("proc.exepath = \"/usr/bin/redis-server\""));
 }
 
@@ -123,15 +171,22 @@ fn diff_and_exports() {
 fn state_dir_comes_from_the_node_config() {
     let dir = store();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, format!("state_dir = {:?}\n", dir.path().display().to_string()))
-        .unwrap();
+    std::fs::write(
+        &config,
+        format!("state_dir = {:?}\n", dir.path().display().to_string()),
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(["profile", "list"])
         .env("VIGIL_CONFIG", &config)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("docker.io/library/redis:7.0"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("docker.io/library/redis:7.0"),
+        "{}",
+        stdout(&out)
+    );
 
     std::fs::write(&config, "no_such_key = 1\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_vigil"))

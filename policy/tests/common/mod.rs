@@ -20,5 +20,7 @@ pub fn body_with(syscalls: &[&str]) -> Body {
 
 /// The first rule naming `name`.
 pub fn rule_for<'a>(s: &'a OciSeccomp, name: &str) -> Option<&'a OciSyscall> {
-    s.syscalls.iter().find(|r| r.names.iter().any(|n| n == name))
+    s.syscalls
+        .iter()
+        .find(|r| r.names.iter().any(|n| n == name))
 }

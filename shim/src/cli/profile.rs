@@ -101,9 +101,14 @@ fn list(ctx: &Context, store: &Store, json: bool) -> Result<(), CliError> {
         .filter_map(|l| l.profile.as_ref().err().map(|e| e.to_string()))
         .collect();
     if json {
-        let rows: Vec<serde_json::Value> =
-            listed.iter().filter_map(|l| list_json(ctx, l, now)).collect();
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        let rows: Vec<serde_json::Value> = listed
+            .iter()
+            .filter_map(|l| list_json(ctx, l, now))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
     } else {
         print!("{}", list_table(ctx, &listed, now));
     }
@@ -147,12 +152,21 @@ fn list_table(ctx: &Context, listed: &[Listed], now: Timestamp) -> String {
             p.digest.short().to_string(),
             state_word(p.state).into(),
             confidence_text(&confidence(p, &ctx.learning, now)),
-            format!("{}/{}/{}/{}", b.syscalls.len(), b.execs.len(), b.files.len(), b.network.len()),
+            format!(
+                "{}/{}/{}/{}",
+                b.syscalls.len(),
+                b.execs.len(),
+                b.files.len(),
+                b.network.len()
+            ),
             human_size(l.size),
         ]);
     }
     if rows.len() == 1 {
-        return format!("no profiles in {}\n", Store::at(&ctx.state_dir).dir().display());
+        return format!(
+            "no profiles in {}\n",
+            Store::at(&ctx.state_dir).dir().display()
+        );
     }
     table(&rows)
 }
@@ -174,7 +188,10 @@ fn state_word(state: State) -> &'static str {
 }
 
 fn confidence_text(c: &Confidence) -> String {
-    format!("{:.2}/{:.2}/{:.2}/{:.2}", c.syscalls, c.execs, c.files, c.network)
+    format!(
+        "{:.2}/{:.2}/{:.2}/{:.2}",
+        c.syscalls, c.execs, c.files, c.network
+    )
 }
 
 fn human_size(bytes: u64) -> String {
@@ -221,16 +238,36 @@ pub fn render(ctx: &Context, p: &Profile, now: Timestamp) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "profile  {}", p.digest);
     let names: Vec<&str> = b.names.iter().map(String::as_str).collect();
-    let _ = writeln!(o, "images   {}", if names.is_empty() { "-".into() } else { names.join(", ") });
+    let _ = writeln!(
+        o,
+        "images   {}",
+        if names.is_empty() {
+            "-".into()
+        } else {
+            names.join(", ")
+        }
+    );
     let _ = writeln!(o, "state    {}", state_word(p.state));
     let ready = readiness(p, &ctx.learning, now);
     if p.state == State::Learning {
-        let why = if ready.is_ready() { "ready to be stable".into() } else { ready.unmet.join("; ") };
+        let why = if ready.is_ready() {
+            "ready to be stable".into()
+        } else {
+            ready.unmet.join("; ")
+        };
         let _ = writeln!(o, "         {why}");
     }
     let _ = writeln!(o, "created  {}   updated {}", p.created, p.updated);
     let runtime: Vec<&str> = b.runtime.iter().map(String::as_str).collect();
-    let _ = writeln!(o, "runtime  {}", if runtime.is_empty() { "-".into() } else { runtime.join(", ") });
+    let _ = writeln!(
+        o,
+        "runtime  {}",
+        if runtime.is_empty() {
+            "-".into()
+        } else {
+            runtime.join(", ")
+        }
+    );
     let cov = &b.coverage;
     let lost = if cov.lost.total() == 0 {
         "no events lost".to_string()
@@ -253,10 +290,21 @@ pub fn render(ctx: &Context, p: &Profile, now: Timestamp) -> String {
         c.syscalls, c.execs, c.files, c.network
     );
     render_syscalls(&mut o, &b.syscalls);
-    render_entries(&mut o, "execs", b.execs.iter().map(|(k, e)| (describe_exec(k), e)));
-    let files = b.files.iter().map(|(k, e)| (format!("{:<6} {}", k.access.as_str(), k.path), e));
+    render_entries(
+        &mut o,
+        "execs",
+        b.execs.iter().map(|(k, e)| (describe_exec(k), e)),
+    );
+    let files = b
+        .files
+        .iter()
+        .map(|(k, e)| (format!("{:<6} {}", k.access.as_str(), k.path), e));
     render_entries(&mut o, "files", files);
-    render_entries(&mut o, "network", b.network.iter().map(|(k, e)| (describe_net(k), e)));
+    render_entries(
+        &mut o,
+        "network",
+        b.network.iter().map(|(k, e)| (describe_net(k), e)),
+    );
     o
 }
 
@@ -278,7 +326,11 @@ fn render_syscalls(o: &mut String, syscalls: &BTreeMap<String, Evidence>) {
     }
 }
 
-fn render_entries<'a>(o: &mut String, title: &str, entries: impl Iterator<Item = (String, &'a Evidence)>) {
+fn render_entries<'a>(
+    o: &mut String,
+    title: &str,
+    entries: impl Iterator<Item = (String, &'a Evidence)>,
+) {
     let entries: Vec<(String, &Evidence)> = entries.collect();
     let _ = writeln!(o, "\n{title} ({}):", entries.len());
     if entries.is_empty() {
@@ -321,7 +373,11 @@ fn diff_cmd(store: &Store, a: &str, b: &str, json: bool) -> Result<(), CliError>
     if json {
         println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
     } else {
-        println!("A = {a} ({})\nB = {b} ({})", pa.digest.short(), pb.digest.short());
+        println!(
+            "A = {a} ({})\nB = {b} ({})",
+            pa.digest.short(),
+            pb.digest.short()
+        );
         print!("{d}");
     }
     Ok(())
@@ -350,7 +406,11 @@ fn import(store: &Store, file: &std::path::Path) -> Result<(), CliError> {
     let store = Store::open(store.dir().parent().unwrap_or(store.dir()))?;
     let existed = store.load(&incoming.digest)?.is_some();
     let stored = store.import(&incoming)?;
-    let how = if existed { "merged into the stored profile" } else { "stored" };
+    let how = if existed {
+        "merged into the stored profile"
+    } else {
+        "stored"
+    };
     println!(
         "imported {} ({}) from {}: {how}, {} entries, state {}",
         stored.digest,
