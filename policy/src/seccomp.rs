@@ -137,6 +137,11 @@ impl Rule {
     fn allows(&self) -> bool {
         is_allowing(&self.action)
     }
+
+    /// Whether this rule does what the default action does (libseccomp refuses such rules).
+    fn is_default(&self) -> bool {
+        self.action == ACT_ERRNO && self.errno_ret.unwrap_or(EPERM) == EPERM
+    }
 }
 
 fn is_allowing(action: &str) -> bool {
@@ -164,7 +169,7 @@ pub fn compile(
     let mut enosys = BTreeSet::new();
     for (name, nr) in syscalls::all() {
         let (rules, answers_enosys) =
-            plan_syscall(name, nr, &wanted, highest, existing.as_ref(), deviations);
+            plan_syscall(name, nr, &wanted, highest, existing.as_ref(), deviations)?;
         if answers_enosys {
             enosys.insert(name.to_string());
         }
@@ -232,36 +237,33 @@ fn plan_syscall(
     highest: u32,
     existing: Option<&ExistingFilter>,
     deviations: &Deviations,
-) -> (Vec<Rule>, bool) {
+) -> Result<(Vec<Rule>, bool)> {
     let answers_enosys = !wanted.contains(name) && (nr >= ENOSYS_FROM || nr > highest);
     let Some(existing) = existing else {
-        return if wanted.contains(name) {
+        return Ok(if wanted.contains(name) {
             (vec![Rule::plain(ACT_ALLOW, None)], false)
         } else {
-            (
-                deviation_rules(name, answers_enosys, deviations),
-                answers_enosys,
-            )
-        };
+            let rules = deviation_rules(name, answers_enosys, deviations);
+            (rules, answers_enosys)
+        });
     };
     let theirs = existing.rules_for(name);
     if wanted.contains(name) {
-        return (existing.keep_for_allowed(theirs), false);
+        return Ok((existing.keep_for_allowed(name, theirs)?, false));
     }
-    // Outside the profile: the existing filter's denials stay as they are; where it would
-    // have allowed the call, our deviation handling applies.
-    let denials: Vec<Rule> = theirs.iter().filter(|r| !r.allows()).cloned().collect();
-    if !denials.is_empty() {
-        return (denials, false);
+    // Outside the profile: the existing filter's denials stay as they are (those equal to
+    // our default action are implied); where it allowed the call for every argument, our
+    // deviation handling applies.
+    if theirs.iter().any(|r| !r.allows()) {
+        let denials = theirs.iter().filter(|r| !r.allows() && !r.is_default()).cloned();
+        return Ok((denials.collect(), false));
     }
-    if existing.ever_allows(theirs) {
-        (
-            deviation_rules(name, answers_enosys, deviations),
-            answers_enosys,
-        )
+    Ok(if existing.ever_allows(theirs) {
+        let rules = deviation_rules(name, answers_enosys, deviations);
+        (rules, answers_enosys)
     } else {
         (Vec::new(), false)
-    }
+    })
 }
 
 fn deviation_rules(name: &str, answers_enosys: bool, deviations: &Deviations) -> Vec<Rule> {
@@ -363,26 +365,62 @@ impl ExistingFilter {
             || (self.default_allows && theirs.iter().all(|r| !r.args.is_empty()))
     }
 
-    /// The rules for a syscall the profile allows: the existing filter's own rules are kept
-    /// with their argument conditions (so it is allowed exactly where the existing filter
-    /// allowed it); a syscall it did not name is allowed only if its default allowed.
-    fn keep_for_allowed(&self, theirs: &[Rule]) -> Vec<Rule> {
-        let mut rules: Vec<Rule> = theirs
-            .iter()
-            .map(|r| {
-                let mut r = r.clone();
-                if r.action == ACT_LOG {
-                    r.action = ACT_ALLOW.to_string();
-                }
-                r
-            })
-            .collect();
-        let unconditional = theirs.iter().any(|r| r.args.is_empty());
-        if self.default_allows && !unconditional {
-            // Calls whose arguments match none of the existing conditions were allowed by its
-            // default action; keep allowing them.
-            rules.push(Rule::plain(ACT_ALLOW, None));
+    /// The rules for a syscall the profile allows, so that it is allowed exactly where the
+    /// existing filter allowed it: its rules are kept with their argument conditions; a
+    /// syscall it did not name is allowed only if its default allowed.
+    fn keep_for_allowed(&self, name: &str, theirs: &[Rule]) -> Result<Vec<Rule>> {
+        let kept = theirs.iter().filter(|r| !r.is_default()).map(|r| {
+            let mut r = r.clone();
+            if r.action == ACT_LOG {
+                r.action = ACT_ALLOW.to_string();
+            }
+            r
+        });
+        let mut rules: Vec<Rule> = kept.collect();
+        if !self.default_allows || theirs.iter().any(|r| r.allows() && r.args.is_empty()) {
+            return Ok(rules);
         }
-        rules
+        // Its default allowed the calls that match none of its conditional denials. An
+        // unconditional allow beside them would win in libseccomp, so the allow gets the
+        // inverted condition instead.
+        let denials: Vec<&Rule> = theirs.iter().filter(|r| !r.allows()).collect();
+        match denials.as_slice() {
+            [] => rules.push(Rule::plain(ACT_ALLOW, None)),
+            [one] if theirs.len() == 1 => rules.push(negated(name, one)?),
+            _ => return Err(unsupported(name)),
+        }
+        Ok(rules)
     }
+}
+
+/// An allow rule for the calls a denial with one argument condition does not match.
+fn negated(name: &str, rule: &Rule) -> Result<Rule> {
+    let [arg] = rule.args.as_slice() else {
+        return Err(unsupported(name));
+    };
+    let op = match arg.op.as_str() {
+        "SCMP_CMP_EQ" => "SCMP_CMP_NE",
+        "SCMP_CMP_NE" => "SCMP_CMP_EQ",
+        "SCMP_CMP_LT" => "SCMP_CMP_GE",
+        "SCMP_CMP_GE" => "SCMP_CMP_LT",
+        "SCMP_CMP_LE" => "SCMP_CMP_GT",
+        "SCMP_CMP_GT" => "SCMP_CMP_LE",
+        _ => return Err(unsupported(name)),
+    };
+    Ok(Rule {
+        action: ACT_ALLOW.to_string(),
+        errno_ret: None,
+        args: vec![OciArg {
+            op: op.to_string(),
+            ..arg.clone()
+        }],
+    })
+}
+
+fn unsupported(name: &str) -> PolicyError {
+    PolicyError::Seccomp(format!(
+        "the existing filter allows {name} by default but denies it under argument \
+         conditions vigil cannot invert (several rules, several arguments, or a masked \
+         comparison); give the pod a filter whose default action denies, or none"
+    ))
 }

@@ -132,39 +132,44 @@ fn existing_filter_is_intersected_never_widened() {
     );
 }
 
+fn socket_rules(e: &OciSeccomp) -> vigil_policy::Result<Vec<vigil_policy::seccomp::OciSyscall>> {
+    let compiled = compile(&body_with(&["socket", "read"]), &floor(), Some(e), &Deviations::Deny)?;
+    assert_eq!(compiled.seccomp.default_action, ACT_ERRNO, "our default narrows the rest");
+    let rules = compiled.seccomp.syscalls.iter().filter(|r| r.names.iter().any(|n| n == "socket"));
+    Ok(rules.cloned().collect())
+}
+
 #[test]
 fn existing_allow_default_keeps_its_conditional_denials() {
+    // An EPERM carve-out becomes an allow rule with the inverted condition.
     let e = existing(serde_json::json!({
         "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [
-            {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
-             "args": [{"index": 0, "value": 40, "op": "SCMP_CMP_EQ"}]}
-        ]
+        "syscalls": [{"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                      "args": [{"index": 0, "value": 40, "op": "SCMP_CMP_EQ"}]}]
     }));
-    let compiled = compile(
-        &body_with(&["socket", "read"]),
-        &floor(),
-        Some(&e),
-        &Deviations::Deny,
-    )
-    .unwrap();
-    let rules: Vec<_> = compiled
-        .seccomp
-        .syscalls
-        .iter()
-        .filter(|r| r.names.iter().any(|n| n == "socket"))
-        .collect();
-    assert_eq!(rules.len(), 2, "{rules:?}");
-    assert!(rules
-        .iter()
-        .any(|r| r.action == ACT_ERRNO && r.args.len() == 1));
-    assert!(rules
-        .iter()
-        .any(|r| r.action == ACT_ALLOW && r.args.is_empty()));
-    assert_eq!(
-        compiled.seccomp.default_action, ACT_ERRNO,
-        "our default narrows the rest"
-    );
+    let rules = socket_rules(&e).unwrap();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!((rules[0].action.as_str(), rules[0].args[0].op.as_str()), (ACT_ALLOW, "SCMP_CMP_NE"));
+
+    // Another errno is kept as it is, beside the inverted allow.
+    let e = existing(serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 97,
+                      "args": [{"index": 0, "value": 40, "op": "SCMP_CMP_EQ"}]}]
+    }));
+    let rules = socket_rules(&e).unwrap();
+    assert!(rules.iter().any(|r| r.errno_ret == Some(97) && r.args.len() == 1), "{rules:?}");
+    let allow = rules.iter().find(|r| r.action == ACT_ALLOW).unwrap();
+    assert_eq!(allow.args[0].op, "SCMP_CMP_NE", "an unconditional allow would win: {rules:?}");
+
+    // A masked comparison cannot be inverted: an error, never a wider filter.
+    let e = existing(serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["socket"], "action": "SCMP_ACT_ERRNO",
+                      "args": [{"index": 0, "value": 8, "valueTwo": 8, "op": "SCMP_CMP_MASKED_EQ"}]}]
+    }));
+    let err = socket_rules(&e).unwrap_err().to_string();
+    assert!(err.contains("socket") && err.contains("cannot invert"), "{err}");
 }
 
 #[test]

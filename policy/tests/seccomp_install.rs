@@ -16,11 +16,14 @@ fn child_probe() -> Option<()> {
     let filter: OciSeccomp = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     let lib = Libseccomp::open().expect("libseccomp vanished between parent and child");
     lib.install(&filter).expect("libseccomp refused the filter");
-    let mut out = String::new();
-    for (name, nr) in [("getppid", libc::SYS_getppid), ("getuid", libc::SYS_getuid)] {
-        out.push_str(&probe(name, nr, 0));
-    }
-    out.push_str(&probe("clone3", libc::SYS_clone3, 0));
+    let out = if std::env::var("VIGIL_SECCOMP_PROBES").as_deref() == Ok("socket") {
+        // AF_VSOCK (40) is denied by the existing filter's condition, AF_UNIX (1) is not.
+        probe("socket-vsock", libc::SYS_socket, 40) + &probe("socket-unix", libc::SYS_socket, 1)
+    } else {
+        probe("getppid", libc::SYS_getppid, 0)
+            + &probe("getuid", libc::SYS_getuid, 0)
+            + &probe("clone3", libc::SYS_clone3, 0)
+    };
     // SAFETY: write(2) of a valid buffer to stdout, then _exit; nothing else runs under the
     // filter (the test harness would need syscalls the filter denies).
     unsafe {
@@ -30,9 +33,10 @@ fn child_probe() -> Option<()> {
 }
 
 fn probe(name: &str, nr: libc::c_long, arg: libc::c_long) -> String {
-    // SAFETY: raw syscalls with null/zero arguments: getppid and getuid take none, clone3
-    // with a null struct and size 0 fails before touching memory.
-    let ret = unsafe { libc::syscall(nr, arg, 0) };
+    // SAFETY: raw syscalls without pointers: getppid and getuid take no argument, clone3
+    // with a null struct and size 0 fails before touching memory, socket(arg, 0, 0) only
+    // creates (and leaks until exit) a descriptor.
+    let ret = unsafe { libc::syscall(nr, arg, libc::SOCK_STREAM, 0) };
     if ret < 0 {
         format!(
             "{name} errno {}\n",
@@ -50,6 +54,10 @@ fn seccomp_child_entry() {
 }
 
 fn run_child(filter: &OciSeccomp) -> String {
+    run_child_with(filter, "basic")
+}
+
+fn run_child_with(filter: &OciSeccomp, probes: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("filter.json");
     std::fs::write(&path, serde_json::to_vec(filter).unwrap()).unwrap();
@@ -61,9 +69,11 @@ fn run_child(filter: &OciSeccomp) -> String {
             "--test-threads=1",
         ])
         .env("VIGIL_SECCOMP_FILTER", &path)
+        .env("VIGIL_SECCOMP_PROBES", probes)
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
 }
 
 #[test]
@@ -92,6 +102,33 @@ fn installed_filter_allows_denies_and_answers_enosys() {
             "clone3 must be ENOSYS ({extra:?}): {out:?}"
         );
     }
+}
+
+#[test]
+fn intersection_keeps_conditional_denials_of_an_allowing_filter() {
+    if Libseccomp::open().is_none() {
+        println!("skipping intersection_keeps_conditional_denials: libseccomp.so.2 not found");
+        return;
+    }
+    let existing: OciSeccomp = serde_json::from_value(serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                      "args": [{"index": 0, "value": 40, "op": "SCMP_CMP_EQ"}]}]
+    }))
+    .unwrap();
+    let body = body_with(&["socket", "write"]);
+    let compiled = compile(&body, &floor(), Some(&existing), &Deviations::Deny).unwrap();
+    let out = run_child_with(&compiled.seccomp, "socket");
+    assert!(out.contains("socket-vsock errno 1"), "{out:?}");
+    assert!(out.contains("socket-unix ok"), "{out:?}");
+
+    // A conditional denial with another errno is kept too.
+    let mut existing = existing;
+    existing.syscalls[0].errno_ret = Some(97);
+    let compiled = compile(&body, &floor(), Some(&existing), &Deviations::Deny).unwrap();
+    let out = run_child_with(&compiled.seccomp, "socket");
+    assert!(out.contains("socket-vsock errno 97"), "{out:?}");
+    assert!(out.contains("socket-unix ok"), "{out:?}");
 }
 
 #[test]
