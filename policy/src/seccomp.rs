@@ -255,7 +255,10 @@ fn plan_syscall(
     // our default action are implied); where it allowed the call for every argument, our
     // deviation handling applies.
     if theirs.iter().any(|r| !r.allows()) {
-        let denials = theirs.iter().filter(|r| !r.allows() && !r.is_default()).cloned();
+        let denials = theirs
+            .iter()
+            .filter(|r| !r.allows() && !r.is_default())
+            .cloned();
         return Ok((denials.collect(), false));
     }
     Ok(if existing.ever_allows(theirs) {

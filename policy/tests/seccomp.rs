@@ -133,9 +133,21 @@ fn existing_filter_is_intersected_never_widened() {
 }
 
 fn socket_rules(e: &OciSeccomp) -> vigil_policy::Result<Vec<vigil_policy::seccomp::OciSyscall>> {
-    let compiled = compile(&body_with(&["socket", "read"]), &floor(), Some(e), &Deviations::Deny)?;
-    assert_eq!(compiled.seccomp.default_action, ACT_ERRNO, "our default narrows the rest");
-    let rules = compiled.seccomp.syscalls.iter().filter(|r| r.names.iter().any(|n| n == "socket"));
+    let compiled = compile(
+        &body_with(&["socket", "read"]),
+        &floor(),
+        Some(e),
+        &Deviations::Deny,
+    )?;
+    assert_eq!(
+        compiled.seccomp.default_action, ACT_ERRNO,
+        "our default narrows the rest"
+    );
+    let rules = compiled
+        .seccomp
+        .syscalls
+        .iter()
+        .filter(|r| r.names.iter().any(|n| n == "socket"));
     Ok(rules.cloned().collect())
 }
 
@@ -149,7 +161,10 @@ fn existing_allow_default_keeps_its_conditional_denials() {
     }));
     let rules = socket_rules(&e).unwrap();
     assert_eq!(rules.len(), 1, "{rules:?}");
-    assert_eq!((rules[0].action.as_str(), rules[0].args[0].op.as_str()), (ACT_ALLOW, "SCMP_CMP_NE"));
+    assert_eq!(
+        (rules[0].action.as_str(), rules[0].args[0].op.as_str()),
+        (ACT_ALLOW, "SCMP_CMP_NE")
+    );
 
     // Another errno is kept as it is, beside the inverted allow.
     let e = existing(serde_json::json!({
@@ -158,9 +173,17 @@ fn existing_allow_default_keeps_its_conditional_denials() {
                       "args": [{"index": 0, "value": 40, "op": "SCMP_CMP_EQ"}]}]
     }));
     let rules = socket_rules(&e).unwrap();
-    assert!(rules.iter().any(|r| r.errno_ret == Some(97) && r.args.len() == 1), "{rules:?}");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.errno_ret == Some(97) && r.args.len() == 1),
+        "{rules:?}"
+    );
     let allow = rules.iter().find(|r| r.action == ACT_ALLOW).unwrap();
-    assert_eq!(allow.args[0].op, "SCMP_CMP_NE", "an unconditional allow would win: {rules:?}");
+    assert_eq!(
+        allow.args[0].op, "SCMP_CMP_NE",
+        "an unconditional allow would win: {rules:?}"
+    );
 
     // A masked comparison cannot be inverted: an error, never a wider filter.
     let e = existing(serde_json::json!({
@@ -169,7 +192,10 @@ fn existing_allow_default_keeps_its_conditional_denials() {
                       "args": [{"index": 0, "value": 8, "valueTwo": 8, "op": "SCMP_CMP_MASKED_EQ"}]}]
     }));
     let err = socket_rules(&e).unwrap_err().to_string();
-    assert!(err.contains("socket") && err.contains("cannot invert"), "{err}");
+    assert!(
+        err.contains("socket") && err.contains("cannot invert"),
+        "{err}"
+    );
 }
 
 #[test]

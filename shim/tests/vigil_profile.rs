@@ -197,3 +197,40 @@ fn state_dir_comes_from_the_node_config() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("config.toml"), "{}", stderr(&out));
 }
+
+#[test]
+fn diff_against_a_saved_copy_shows_what_relearning_added() {
+    let dir = store();
+    let saved = dir.path().join("before.json");
+    let out = vigil(dir.path(), &["profile", "show", "3f", "--json"]);
+    std::fs::write(&saved, &out.stdout).unwrap();
+
+    let mut doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["syscalls"]["times"] = doc["syscalls"]["read"].clone();
+    let relearned = dir.path().join("relearned.json");
+    std::fs::write(&relearned, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let out = vigil(
+        dir.path(),
+        &["profile", "import", relearned.to_str().unwrap()],
+    );
+    assert!(
+        stdout(&out).contains("merged into the stored profile"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = vigil(
+        dir.path(),
+        &["profile", "diff", saved.to_str().unwrap(), "3f"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("B allows, A does not:\n  + syscall times\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("A allows, B does not:\n  (nothing)"),
+        "{text}"
+    );
+}

@@ -32,7 +32,8 @@ pub enum ProfileCommand {
         #[arg(long)]
         json: bool,
     },
-    /// What B allows that A does not, and back
+    /// What B allows that A does not, and back (A and B: REF or a profile file, such as a
+    /// saved `show --json`)
     Diff {
         #[arg(value_name = "A")]
         a: String,
@@ -367,8 +368,17 @@ fn contexts(phases: &BTreeSet<Phase>, origins: &BTreeSet<Origin>) -> String {
     format!("{}/{}", phase.join("+"), origin.join("+"))
 }
 
+/// A profile from the store, or from a file when `reference` names an existing file.
+fn load_ref_or_file(store: &Store, reference: &str) -> Result<Profile, CliError> {
+    let path = std::path::Path::new(reference);
+    if path.is_file() {
+        return Ok(read_profile_file(path)?);
+    }
+    load(store, reference)
+}
+
 fn diff_cmd(store: &Store, a: &str, b: &str, json: bool) -> Result<(), CliError> {
-    let (pa, pb) = (load(store, a)?, load(store, b)?);
+    let (pa, pb) = (load_ref_or_file(store, a)?, load_ref_or_file(store, b)?);
     let d = diff(&pa.body, &pb.body);
     if json {
         println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
