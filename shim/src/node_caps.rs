@@ -284,12 +284,17 @@ pub fn decide_tier(checks: &[Check]) -> TierPlan {
         };
     }
 
-    let no_lsm = lsm
-        .iter()
-        .find(|id| !ok(**id))
-        .map_or("the rest of the LSM tier is missing".to_owned(), |id| {
-            detail(*id)
-        });
+    // The load attempt is the decisive evidence, so it comes first.
+    let lsm_failures: Vec<String> = [CheckId::LsmBpf, CheckId::LsmActive, CheckId::Btf]
+        .into_iter()
+        .filter(|id| !ok(*id))
+        .map(detail)
+        .collect();
+    let no_lsm = if lsm_failures.is_empty() {
+        "the rest of the LSM tier is missing".to_owned()
+    } else {
+        lsm_failures.join("; ")
+    };
     let needed = [
         CheckId::BpfPrograms,
         CheckId::ExecKill,

@@ -748,7 +748,7 @@ impl EventBuilder {
             Deviation::Exec { filename } => {
                 f.evt_type = Some("execve".into());
                 f.exec_filename = Some(text(&filename));
-                format!("exec of {}", text(&filename))
+                String::new()
             }
             Deviation::File {
                 path,
@@ -851,7 +851,11 @@ impl EventBuilder {
                     Action::Alerted => "unexpected",
                     other => other.as_str(),
                 };
-                format!("{verb} {}", what.as_deref().unwrap_or("behaviour"))
+                let what = match self.rule {
+                    Rule::UnexpectedExec => self.exec_what(),
+                    _ => what.clone().unwrap_or_else(|| "behaviour".to_owned()),
+                };
+                format!("{verb} {what}")
             }
         };
         if let Some(p) = &self.process {
@@ -873,6 +877,24 @@ impl EventBuilder {
             f.mechanism.as_str()
         );
         s
+    }
+}
+
+impl EventBuilder {
+    /// `exec of /bin/busybox (invoked as /proc/self/exe)`: the resolved file first, as the
+    /// kernel acted on it.
+    fn exec_what(&self) -> String {
+        let f = &self.fields;
+        let file = f
+            .exepath
+            .as_deref()
+            .or(f.exec_filename.as_deref())
+            .unwrap_or("?");
+        let mut what = format!("exec of {file}");
+        if let Some(invoked) = f.exec_filename.as_deref().filter(|i| *i != file) {
+            let _ = write!(what, " (invoked as {invoked})");
+        }
+        what
     }
 }
 

@@ -23,7 +23,7 @@ fn context(id: &str, mode: Mode) -> ContainerAudit {
 fn nc_exec(ctx: &ContainerAudit) -> EventBuilder {
     let process = Process::new(4242)
         .exepath(b"/bin/busybox")
-        .argv(b"nc\0-w1\0127.0.0.1\09\0")
+        .argv(b"nc\x00-w1\x00127.0.0.1\x009\x00")
         .parent(Some(4200), b"sh")
         .uid(0);
     let filename = b"/proc/self/exe".to_vec();
@@ -56,6 +56,7 @@ fn start(dir: &Path) -> (AuditHandle, std::path::PathBuf) {
 #[test]
 fn an_event_has_the_falco_shape_of_the_interface_page() {
     let event = nc_exec(&context("c0ffee", Mode::Enforce)).build();
+    eprintln!("{}", serde_json::to_string(&event).unwrap());
     let json: Value = serde_json::to_value(&event).unwrap();
     let keys: Vec<&str> = json
         .as_object()
@@ -103,7 +104,9 @@ fn an_event_has_the_falco_shape_of_the_interface_page() {
     assert_eq!(f, &expect);
     let output = json["output"].as_str().unwrap();
     assert!(
-        output.starts_with("killed exec of /proc/self/exe by nc (pid 4242), parent sh"),
+        output.starts_with(
+            "killed exec of /bin/busybox (invoked as /proc/self/exe) by nc (pid 4242), parent sh"
+        ),
         "{output}"
     );
     assert!(

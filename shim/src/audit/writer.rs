@@ -22,6 +22,7 @@ use serde::Serialize;
 use super::event::{AuditEvent, ContainerAudit, EventBuilder};
 use super::http::{HttpOptions, HttpSink, HttpTarget};
 use super::AuditError;
+use crate::config::NodeConfig;
 use crate::mode::fail::AuditHealth;
 
 /// Events taken from the queue per write.
@@ -51,6 +52,16 @@ impl AuditConfig {
             queue_capacity: 8192,
             http: HttpOptions::default(),
         }
+    }
+}
+
+impl From<&NodeConfig> for AuditConfig {
+    /// `audit_log` and `audit_http_url` of the node config, default queue and retries.
+    fn from(config: &NodeConfig) -> Self {
+        AuditConfig::new(
+            Some(config.audit_log.clone()),
+            config.audit_http_url.clone(),
+        )
     }
 }
 
@@ -117,6 +128,10 @@ enum Message {
     Flush(SyncSender<()>),
 }
 
+/// Lets a paused writer (tests) start.
+#[cfg(test)]
+pub(crate) type Resume = Box<dyn FnOnce()>;
+
 /// Dropped events not yet reported, per container id.
 type Pending = Mutex<BTreeMap<String, (ContainerAudit, u64)>>;
 
@@ -156,9 +171,7 @@ impl AuditHandle {
     /// Like [`AuditHandle::start`], with a writer that waits until the returned function is
     /// called: lets a test fill the queue as a stalled disk would.
     #[cfg(test)]
-    pub(crate) fn start_paused(
-        config: AuditConfig,
-    ) -> Result<(AuditHandle, Box<dyn FnOnce()>), AuditError> {
+    pub(crate) fn start_paused(config: AuditConfig) -> Result<(AuditHandle, Resume), AuditError> {
         let log = config.log_path.as_deref().map(LogFile::open).transpose()?;
         let target = config
             .http_url

@@ -400,7 +400,7 @@ mod tests {
             .open(&path)
             .unwrap();
         let second = event(2);
-        file.write_all(second[..20].as_bytes()).unwrap();
+        file.write_all(&second.as_bytes()[..20]).unwrap();
         std::thread::sleep(Duration::from_millis(500));
         assert!(f.out.lock().unwrap().is_empty(), "a partial line must wait");
         file.write_all((second[20..].to_owned() + "\n").as_bytes())

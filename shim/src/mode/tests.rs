@@ -55,6 +55,16 @@ fn restricted_policy() -> ModePolicy {
     }
 }
 
+/// Name, annotations, node policy, image profile state, expected mode and source.
+type Case = (
+    &'static str,
+    HashMap<String, String>,
+    ModePolicy,
+    Option<ProfileState>,
+    Mode,
+    ModeSource,
+);
+
 #[test]
 fn resolves_the_mode_from_annotations_and_defaults() {
     use ModeSource as S;
@@ -63,14 +73,7 @@ fn resolves_the_mode_from_annotations_and_defaults() {
         default_mode: Some(Mode::Enforce),
         ..ModePolicy::default()
     };
-    let cases: Vec<(
-        &str,
-        HashMap<String, String>,
-        ModePolicy,
-        Option<ProfileState>,
-        Mode,
-        S,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (
             "no annotation, no profile",
             cri("app", "dev", &[]),

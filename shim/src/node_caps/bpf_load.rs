@@ -157,18 +157,13 @@ impl Probe {
 
 /// `errno` as its name and text: `EPERM (Operation not permitted)`.
 pub(crate) fn errno_text(e: &io::Error) -> String {
-    let name = match e.raw_os_error() {
-        Some(libc::EPERM) => "EPERM",
-        Some(libc::EACCES) => "EACCES",
-        Some(libc::EINVAL) => "EINVAL",
-        Some(libc::E2BIG) => "E2BIG",
-        Some(libc::ENOENT) => "ENOENT",
-        Some(libc::ENOSYS) => "ENOSYS",
-        Some(libc::EOPNOTSUPP) => "EOPNOTSUPP",
-        Some(524) => "ENOTSUPP",
-        _ => return e.to_string(),
-    };
-    format!("{name} ({e})")
+    match e.raw_os_error() {
+        Some(code) => {
+            let errno = nix::errno::Errno::from_raw(code);
+            format!("{errno:?} ({})", errno.desc())
+        }
+        None => e.to_string(),
+    }
 }
 
 const BTF_MAGIC: u16 = 0xeb9f;
@@ -287,5 +282,12 @@ mod tests {
         assert_eq!(mov_imm(1, 9).to_le_bytes(), [0xb7, 1, 0, 0, 9, 0, 0, 0]);
         assert_eq!(call(109).to_le_bytes(), [0x85, 0, 0, 0, 109, 0, 0, 0]);
         assert_eq!(exit().to_le_bytes(), [0x95, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn names_errnos() {
+        let e = io::Error::from_raw_os_error(libc::EPERM);
+        assert_eq!(errno_text(&e), "EPERM (Operation not permitted)");
+        assert_eq!(errno_text(&io::Error::other("x")), "x");
     }
 }

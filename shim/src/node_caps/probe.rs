@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::statfs::BPF_FS_MAGIC;
+
 use super::bpf_load::{attach_type, btf_func_id, errno_text, prog_type, Probe};
 use super::{Check, CheckId, ProbeConfig};
 
@@ -14,8 +16,6 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 pub const LSM_LIST: &str = "/sys/kernel/security/lsm";
 /// Seccomp actions this kernel supports.
 pub const SECCOMP_ACTIONS: &str = "/proc/sys/kernel/seccomp/actions_avail";
-/// `statfs.f_type` of bpffs.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// The LSM hook a probe program attaches to.
 const LSM_PROBE_HOOK: &str = "bpf_lsm_bprm_check_security";
 /// How long `runc --version` may take.
@@ -60,7 +60,7 @@ pub(super) fn bpffs(pin_root: &Path) -> Check {
         );
     };
     let result = match nix::sys::statfs::statfs(existing) {
-        Ok(fs) if fs.filesystem_type().0 as i64 == BPF_FS_MAGIC => {
+        Ok(fs) if fs.filesystem_type() == BPF_FS_MAGIC => {
             Ok(format!("{} is on bpffs", existing.display()))
         }
         Ok(_) => Err(format!(
@@ -91,7 +91,7 @@ pub(super) fn bpf_programs() -> Check {
     }
     let filter = Probe::returning(prog_type::SOCKET_FILTER, attach_type::NONE, 0);
     let second = load(CheckId::BpfPrograms, &filter, "socket filter");
-    let detail = format!("tracepoint and socket filter programs load");
+    let detail = "tracepoint and socket filter programs load".to_owned();
     if second.ok {
         Check { detail, ..second }
     } else {
