@@ -25,7 +25,7 @@ pub struct ExecObservation {
     pub filename: String,
     /// The file executed, symlinks resolved (`/bin/busybox`); empty if unknown.
     pub resolved: String,
-    /// argv[0] of the new program (`cat`, `-sh`, `/usr/bin/python3`).
+    /// `argv[0]` of the new program (`cat`, `-sh`, `/usr/bin/python3`).
     pub argv0: String,
     /// Program name (comm) of the parent, `None` if the parent is outside the container
     /// (runc, the shim).

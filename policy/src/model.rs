@@ -141,7 +141,7 @@ impl Evidence {
 pub struct ExecKey {
     /// The file the kernel executed, symlinks resolved (`/bin/busybox` for an applet).
     pub path: String,
-    /// The program as invoked: basename of argv[0] (`cat`).
+    /// The program as invoked: basename of `argv[0]` (`cat`).
     pub program: String,
     /// The program name of the parent process; absent when the runtime started it (the
     /// entrypoint, the first process of an exec session).
