@@ -358,10 +358,18 @@ impl RawConfig {
             profile_annotation_namespaces: self.profile_annotation_namespaces,
             fail_policy: self.fail_policy.unwrap_or(d.fail_policy),
             runc_binary: check.binary(self.runc_binary)?.unwrap_or(d.runc_binary),
-            runc_root: check.abs(self.runc_root, "runc_root")?.unwrap_or(d.runc_root),
-            state_dir: check.abs(self.state_dir, "state_dir")?.unwrap_or(d.state_dir),
-            bpf_pin_root: check.abs(self.bpf_pin_root, "bpf_pin_root")?.unwrap_or(d.bpf_pin_root),
-            audit_log: check.abs(self.audit_log, "audit_log")?.unwrap_or(d.audit_log),
+            runc_root: check
+                .abs(self.runc_root, "runc_root")?
+                .unwrap_or(d.runc_root),
+            state_dir: check
+                .abs(self.state_dir, "state_dir")?
+                .unwrap_or(d.state_dir),
+            bpf_pin_root: check
+                .abs(self.bpf_pin_root, "bpf_pin_root")?
+                .unwrap_or(d.bpf_pin_root),
+            audit_log: check
+                .abs(self.audit_log, "audit_log")?
+                .unwrap_or(d.audit_log),
             audit_http_url: check.url(self.audit_http_url)?,
             learn_min_seconds: self.learn_min_seconds.unwrap_or(d.learn_min_seconds),
             stable_quiet_seconds: self.stable_quiet_seconds.unwrap_or(d.stable_quiet_seconds),
@@ -399,14 +407,20 @@ impl Checker<'_> {
             return Ok(mode);
         }
         let list: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
-        let msg = format!("default_mode {mode} is not in allowed_modes [{}]", list.join(", "));
+        let msg = format!(
+            "default_mode {mode} is not in allowed_modes [{}]",
+            list.join(", ")
+        );
         self.err(span, msg)
     }
 
     fn binary(&self, value: Option<Spanned<String>>) -> Result<Option<PathBuf>, ConfigError> {
         let Some(value) = value else { return Ok(None) };
         if value.get_ref().trim().is_empty() {
-            return self.err(value.span(), "runc_binary is empty: name a binary".to_string());
+            return self.err(
+                value.span(),
+                "runc_binary is empty: name a binary".to_string(),
+            );
         }
         Ok(Some(PathBuf::from(value.into_inner())))
     }
@@ -427,7 +441,9 @@ impl Checker<'_> {
     fn url(&self, value: Option<Spanned<String>>) -> Result<Option<String>, ConfigError> {
         let Some(value) = value else { return Ok(None) };
         let url = value.get_ref();
-        let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
         if rest.is_none_or(str::is_empty) {
             let msg = format!("audit_http_url {url:?} is not an http:// or https:// URL");
             return self.err(value.span(), msg);
@@ -454,7 +470,13 @@ mod tests {
     #[test]
     fn empty_file_gives_all_defaults() {
         let c = parse(p(), "").unwrap();
-        assert_eq!(c, NodeConfig { source: Some(p().into()), ..NodeConfig::default() });
+        assert_eq!(
+            c,
+            NodeConfig {
+                source: Some(p().into()),
+                ..NodeConfig::default()
+            }
+        );
         assert_eq!(c.fail_policy, FailPolicy::Closed);
         assert_eq!(c.allowed_modes, Mode::ALL.to_vec());
     }
@@ -483,13 +505,22 @@ allowed_modes = ["enforce"]
         assert_eq!(c.default_mode, Some(Mode::Monitor));
         assert_eq!(c.fail_policy, FailPolicy::Open);
         assert_eq!(c.runc_binary, PathBuf::from("/usr/sbin/runc"));
-        assert_eq!(c.runc_root_for("default"), PathBuf::from("/run/vigil-runc/default"));
+        assert_eq!(
+            c.runc_root_for("default"),
+            PathBuf::from("/run/vigil-runc/default")
+        );
         assert_eq!(c.audit_http_url.as_deref(), Some("http://127.0.0.1:2801/"));
         assert_eq!((c.learn_min_seconds, c.stable_quiet_seconds), (30, 60));
         assert!(c.auto_promote);
-        assert_eq!(c.profile_annotation_namespaces, Some(vec!["payments".to_string()]));
+        assert_eq!(
+            c.profile_annotation_namespaces,
+            Some(vec!["payments".to_string()])
+        );
         assert_eq!(c.allowed_modes_for(Some("payments")), &[Mode::Enforce]);
-        assert_eq!(c.allowed_modes_for(Some("other")), &[Mode::Learn, Mode::Monitor, Mode::Enforce]);
+        assert_eq!(
+            c.allowed_modes_for(Some("other")),
+            &[Mode::Learn, Mode::Monitor, Mode::Enforce]
+        );
         assert_eq!(c.allowed_modes_for(None).len(), 3);
     }
 
@@ -509,7 +540,10 @@ allowed_modes = ["enforce"]
         assert_eq!(invalid_at("\nstate_dir = \"relative/dir\"").0, 2);
         assert_eq!(invalid_at("audit_http_url = \"ftp://x\"").0, 1);
         assert_eq!(invalid_at("allowed_modes = []").0, 1);
-        assert_eq!(invalid_at("\n[namespaces.x]\nallowed_modes = [\"nope\"]").0, 3);
+        assert_eq!(
+            invalid_at("\n[namespaces.x]\nallowed_modes = [\"nope\"]").0,
+            3
+        );
         assert_eq!(invalid_at("\n[namespaces.x]\nmode = \"off\"").0, 3);
         assert_eq!(invalid_at("runc_binary = \"\"").0, 1);
     }
@@ -525,7 +559,10 @@ allowed_modes = ["enforce"]
     #[test]
     fn error_message_names_file_and_line() {
         let err = parse(p(), "x = 1").unwrap_err().to_string();
-        assert!(err.starts_with("vigil config /etc/vigil/config.toml:1:1: "), "{err}");
+        assert!(
+            err.starts_with("vigil config /etc/vigil/config.toml:1:1: "),
+            "{err}"
+        );
         assert!(!err.contains('\n'), "{err}");
     }
 
@@ -536,7 +573,16 @@ allowed_modes = ["enforce"]
         let c = load(&ConfigLocation::Default(absent.clone())).unwrap();
         assert_eq!(c, NodeConfig::default());
         let err = load(&ConfigLocation::Env(absent.clone())).unwrap_err();
-        assert!(matches!(err, ConfigError::Missing { origin: CONFIG_ENV, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ConfigError::Missing {
+                    origin: CONFIG_ENV,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let err = load(&ConfigLocation::RuntimeOptions(absent)).unwrap_err();
         assert!(err.to_string().contains("ConfigPath"), "{err}");
     }

@@ -9,3 +9,4 @@ pub mod node_caps;
 pub mod config;
 pub mod logging;
 pub mod runc;
+pub mod service;

@@ -49,7 +49,9 @@ static WRITER: OnceLock<LineWriter> = OnceLock::new();
 #[derive(Debug, thiserror::Error)]
 pub enum LogInitError {
     /// The `log` fifo in the bundle could not be opened.
-    #[error("open shim log fifo {path}: {source} (containerd creates it before starting the shim)")]
+    #[error(
+        "open shim log fifo {path}: {source} (containerd creates it before starting the shim)"
+    )]
     OpenFifo {
         /// Path that was opened.
         path: String,
@@ -152,7 +154,12 @@ pub struct LogRecord<'a> {
 pub fn format_line(rec: &LogRecord<'_>) -> String {
     let mut line = String::with_capacity(128);
     let time = rec.time.format(&Rfc3339).unwrap_or_default();
-    let _ = write!(line, "time={} level={}", quote(&time), level_name(rec.level));
+    let _ = write!(
+        line,
+        "time={} level={}",
+        quote(&time),
+        level_name(rec.level)
+    );
     let _ = write!(line, " msg={}", quote(rec.msg));
     for (key, value) in rec.fields {
         let _ = write!(line, " {}={}", sanitize_key(key), quote_if_needed(value));
@@ -351,11 +358,17 @@ mod tests {
 
     #[test]
     fn field_values_are_escaped_too() {
-        let fields = [("path".to_string(), "/a b\r\nlevel=fatal\u{1b}[2J".to_string())];
+        let fields = [(
+            "path".to_string(),
+            "/a b\r\nlevel=fatal\u{1b}[2J".to_string(),
+        )];
         let out = line("m", &fields);
         assert_eq!(out.matches('\n').count(), 1, "{out}");
         assert!(!out.contains('\r') && !out.contains('\u{1b}'), "{out}");
-        assert!(out.contains(r#"path="/a b\r\nlevel=fatal\x1b[2J""#), "{out}");
+        assert!(
+            out.contains(r#"path="/a b\r\nlevel=fatal\x1b[2J""#),
+            "{out}"
+        );
     }
 
     #[test]

@@ -59,9 +59,14 @@ impl RuncError {
             return false;
         };
         let m = message.to_ascii_lowercase();
-        ["not running", "does not exist", "no such process", "process already finished"]
-            .iter()
-            .any(|s| m.contains(s))
+        [
+            "not running",
+            "does not exist",
+            "no such process",
+            "process already finished",
+        ]
+        .iter()
+        .any(|s| m.contains(s))
     }
 }
 

@@ -114,7 +114,8 @@ impl Runc {
         stdio: ProcessStdio,
     ) -> Result<(), RuncError> {
         let mut cmd = self.command(Some(opts.log));
-        cmd.args(["exec", "--detach", "--process"]).arg(process_json);
+        cmd.args(["exec", "--detach", "--process"])
+            .arg(process_json);
         launch_args(&mut cmd, opts);
         cmd.arg(id);
         self.run_launch(cmd, "exec", opts.log, stdio).await
@@ -174,11 +175,18 @@ impl Runc {
     /// `runc state`.
     pub async fn state(&self, id: &str) -> Result<State, RuncError> {
         let out = self.run_simple("state", &[id.into()]).await?;
-        serde_json::from_slice(&out).map_err(|source| RuncError::Parse { verb: "state", source })
+        serde_json::from_slice(&out).map_err(|source| RuncError::Parse {
+            verb: "state",
+            source,
+        })
     }
 
     /// Runs a verb whose stdio the shim owns; returns stdout, or stderr's last line as error.
-    async fn run_simple(&self, verb: &'static str, args: &[OsString]) -> Result<Vec<u8>, RuncError> {
+    async fn run_simple(
+        &self,
+        verb: &'static str,
+        args: &[OsString],
+    ) -> Result<Vec<u8>, RuncError> {
         let mut cmd = self.command(None);
         cmd.arg(verb).args(args).stdin(Stdio::null());
         let (out_tx, out_rx) = pipe::pipe().map_err(RuncError::Io)?;
@@ -187,7 +195,8 @@ impl Runc {
         cmd.stderr(err_tx.into_blocking_fd().map_err(RuncError::Io)?);
         let spawned = self.spawn(&mut cmd)?;
         drop(cmd);
-        let (stdout, stderr, code) = tokio::join!(read_all(out_rx), read_all(err_rx), spawned.wait());
+        let (stdout, stderr, code) =
+            tokio::join!(read_all(out_rx), read_all(err_rx), spawned.wait());
         let code = code?;
         if code == 0 {
             return Ok(stdout);
@@ -252,7 +261,11 @@ pub async fn read_pid_file(path: &Path) -> io::Result<u32> {
         .ok()
         .filter(|pid| *pid > 0)
         .ok_or_else(|| {
-            let msg = format!("pid file {} holds {:?}, not a pid", path.display(), text.trim());
+            let msg = format!(
+                "pid file {} holds {:?}, not a pid",
+                path.display(),
+                text.trim()
+            );
             io::Error::new(io::ErrorKind::InvalidData, msg)
         })
 }

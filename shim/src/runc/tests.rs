@@ -26,7 +26,10 @@ async fn ps_parses_pids_and_passes_global_flags() {
     let runc = fake_runc(dir.path(), "echo '[12,34]'");
     assert_eq!(runc.ps("c1").await.unwrap(), vec![12, 34]);
     let root = dir.path().join("root");
-    assert_eq!(args(dir.path()).trim(), format!("--root {} ps --format json c1", root.display()));
+    assert_eq!(
+        args(dir.path()).trim(),
+        format!("--root {} ps --format json c1", root.display())
+    );
 }
 
 #[tokio::test]
@@ -67,23 +70,40 @@ async fn create_failure_reads_the_json_log() {
     );
     let runc = fake_runc(dir.path(), &body);
     let pid_file = dir.path().join("init.pid");
-    let opts = LaunchOpts { pid_file: &pid_file, console_socket: None, log: &log };
-    let err = runc.create("c1", dir.path(), &opts, ProcessStdio::default()).await.unwrap_err();
+    let opts = LaunchOpts {
+        pid_file: &pid_file,
+        console_socket: None,
+        log: &log,
+    };
+    let err = runc
+        .create("c1", dir.path(), &opts, ProcessStdio::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.to_string(), "rootfs missing");
     assert!(args(dir.path()).contains("create --bundle"));
 }
 
 #[tokio::test]
 async fn missing_binary_says_what_to_set() {
-    let runc = Runc::new("/nonexistent/runc".into(), "/tmp".into(), true, Arc::new(DirectSpawner));
+    let runc = Runc::new(
+        "/nonexistent/runc".into(),
+        "/tmp".into(),
+        true,
+        Arc::new(DirectSpawner),
+    );
     let err = runc.start("c1").await.unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("/nonexistent/runc") && msg.contains("runc_binary"), "{msg}");
+    assert!(
+        msg.contains("/nonexistent/runc") && msg.contains("runc_binary"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn systemd_paths_are_recognised() {
-    assert!(is_systemd_cgroup_path("kubepods-besteffort.slice:cri-containerd:abc"));
+    assert!(is_systemd_cgroup_path(
+        "kubepods-besteffort.slice:cri-containerd:abc"
+    ));
     assert!(is_systemd_cgroup_path("system.slice:vigil:c1"));
     assert!(!is_systemd_cgroup_path("/default/c1"));
     assert!(!is_systemd_cgroup_path("/a:b:c"));
@@ -97,15 +117,24 @@ fn log_parsing_takes_the_last_error() {
     assert_eq!(last_error_in(text).as_deref(), Some("second"));
     assert_eq!(last_error_in("").as_deref(), None);
     assert_eq!(last_line(b"\n  \n").as_deref(), None);
-    assert_eq!(last_line(b"a\nplain error\n\n").as_deref(), Some("plain error"));
+    assert_eq!(
+        last_line(b"a\nplain error\n\n").as_deref(),
+        Some("plain error")
+    );
 }
 
 #[test]
 fn exit_codes_follow_containerd() {
     let pid = Pid::from_raw(7);
     assert_eq!(exit_code(WaitStatus::Exited(pid, 4)), Some((7, 4)));
-    assert_eq!(exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)), Some((7, 137)));
-    assert_eq!(exit_code(WaitStatus::Signaled(pid, Signal::SIGTERM, true)), Some((7, 143)));
+    assert_eq!(
+        exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+        Some((7, 137))
+    );
+    assert_eq!(
+        exit_code(WaitStatus::Signaled(pid, Signal::SIGTERM, true)),
+        Some((7, 143))
+    );
     assert_eq!(exit_code(WaitStatus::StillAlive), None);
 }
 
