@@ -18,6 +18,8 @@ pub enum EventKind {
     Net = 4,
     /// [`RenameEvent`]: a process renamed itself (busybox runs no-exec applets this way).
     Rename = 5,
+    /// [`crate::LsmEvent`]: an LSM hook with no record of its own (ptrace, mount, kill).
+    Lsm = 6,
 }
 
 impl EventKind {
@@ -29,6 +31,7 @@ impl EventKind {
             3 => Self::File,
             4 => Self::Net,
             5 => Self::Rename,
+            6 => Self::Lsm,
             _ => return None,
         })
     }
@@ -44,6 +47,16 @@ pub mod verdict {
     pub const BLOCKED: u8 = 2;
     /// Enforce: the process was sent SIGKILL before its new image ran.
     pub const KILLED: u8 = 3;
+}
+
+/// Which kernel mechanism acted, in [`ExecEvent`], [`FileEvent`] and [`NetEvent`].
+pub mod mechanism {
+    /// The record kind's usual program: `sched_process_exec` for exec (a kill), the syscall
+    /// tracepoints for files, the cgroup sock_addr hooks for network.
+    pub const DEFAULT: u8 = 0;
+    /// An LSM-BPF program (shim-ebpf/programs/src/lsm): denied with EPERM before the
+    /// operation took effect, or reported a deviation in monitor.
+    pub const LSM: u8 = 1;
 }
 
 /// Common start of every record.
@@ -118,7 +131,9 @@ pub struct ExecEvent {
     pub verdict: u8,
     /// Bits of [`path_flags`].
     pub flags: u8,
-    pub _pad: [u8; 2],
+    /// One of [`mechanism`].
+    pub mechanism: u8,
+    pub _pad: u8,
     /// Bytes used in `argv`.
     pub argv_len: u32,
     /// [`crate::exec_name_hash`] of the resolved file and argv[0]'s basename.
@@ -153,7 +168,9 @@ pub struct FileEvent {
     pub access: u8,
     /// Bits of [`path_flags`].
     pub flags: u8,
-    pub _pad: [u8; 2],
+    /// One of [`mechanism`].
+    pub mechanism: u8,
+    pub _pad: u8,
     /// The syscall's return value: a file descriptor, or -errno.
     pub result: i32,
     /// The syscall number (open, openat, openat2, creat).
@@ -181,7 +198,9 @@ pub struct NetEvent {
     pub family: u8,
     /// Port in host byte order: the peer's for connect/send, the local one for bind.
     pub port: u16,
-    pub _pad: u16,
+    /// One of [`mechanism`].
+    pub mechanism: u8,
+    pub _pad: u8,
     /// IPv6 address, or v4-mapped IPv4 address: the peer for connect/send, local for bind.
     pub addr: [u8; 16],
 }

@@ -7,10 +7,12 @@
 
 pub mod event;
 pub mod hash;
+pub mod lsm;
 pub mod maps;
 
 pub use event::*;
 pub use hash::*;
+pub use lsm::*;
 pub use maps::*;
 
 /// How many containers a node can have registered at once (slots in per-slot maps).

@@ -9,6 +9,7 @@
 
 mod emit;
 mod kernel;
+mod lsm;
 mod maps;
 mod net;
 mod path;

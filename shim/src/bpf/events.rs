@@ -38,6 +38,24 @@ pub enum Verdict {
     Killed,
 }
 
+/// Which kernel mechanism produced an exec, file or network event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mechanism {
+    /// The record's usual program: `sched_process_exec` for exec (a kill is by signal), the
+    /// syscall tracepoints for files, the cgroup sock_addr hooks for network.
+    Tracing,
+    /// An LSM-BPF program: refused with EPERM before the operation, or a monitor deviation.
+    Lsm,
+}
+
+fn mechanism_of(raw: u8) -> Mechanism {
+    if raw == vigil_ebpf_common::mechanism::LSM {
+        Mechanism::Lsm
+    } else {
+        Mechanism::Tracing
+    }
+}
+
 /// Access kinds of a file open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Access {
@@ -62,6 +80,8 @@ pub enum Event {
     Net(NetInfo),
     /// A process renamed itself (busybox no-exec applets: `id`, `ls`, `mkdir`...).
     Rename { process: Process, new_comm: String },
+    /// An LSM hook without a record of its own: ptrace, mount, cross-container kill.
+    Lsm(super::LsmInfo),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +99,7 @@ pub struct ExecInfo {
     pub parent_comm: String,
     /// The path or argv was longer than the kernel keeps.
     pub truncated: bool,
+    pub mechanism: Mechanism,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,8 +112,9 @@ pub struct FileInfo {
     pub access: Access,
     /// File descriptor, or -errno.
     pub result: i32,
-    /// The syscall (open, openat, openat2, creat).
+    /// The syscall (open, openat, openat2, creat); 0 from the LSM tier's `file_open`.
     pub syscall_nr: u32,
+    pub mechanism: Mechanism,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,6 +127,7 @@ pub struct NetInfo {
     pub addr: std::net::IpAddr,
     /// The peer's port for connect/send, the local port for bind.
     pub port: u16,
+    pub mechanism: Mechanism,
 }
 
 /// Reads one container's ring buffer.
@@ -185,6 +208,10 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
             let ev: RenameEvent = read(bytes)?;
             Event::Rename { process: process(&ev.header), new_comm: c_str(&ev.new_comm) }
         }
+        EventKind::Lsm => {
+            let ev: Box<vigil_ebpf_common::LsmEvent> = read_boxed(bytes)?;
+            Event::Lsm(super::lsm::lsm_info(&ev, process(&ev.header))?)
+        }
     })
 }
 
@@ -238,6 +265,7 @@ fn exec_info(ev: &ExecEvent) -> ExecInfo {
         argv,
         parent_comm: c_str(&ev.parent_comm),
         truncated: ev.flags & (path_flags::TRUNCATED | path_flags::ARGV_CUT) != 0,
+        mechanism: mechanism_of(ev.mechanism),
     }
 }
 
@@ -262,6 +290,7 @@ fn file_info(ev: &FileEvent) -> FileInfo {
         },
         result: ev.result,
         syscall_nr: ev.nr,
+        mechanism: mechanism_of(ev.mechanism),
     }
 }
 
@@ -288,6 +317,7 @@ fn net_info(ev: &NetEvent) -> Option<NetInfo> {
         },
         addr,
         port: ev.port,
+        mechanism: mechanism_of(ev.mechanism),
     })
 }
 

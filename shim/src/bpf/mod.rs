@@ -25,6 +25,7 @@ mod btf;
 mod cgroup;
 mod error;
 mod events;
+mod lsm;
 mod node;
 mod object;
 mod pins;
@@ -35,8 +36,12 @@ pub use btf::VMLINUX_BTF;
 pub use cgroup::{cgroup2_mount, cgroup_id, cgroup_id_of, cgroup_path_of};
 pub use error::{BpfError, Result};
 pub use events::{
-    decode, Access, AsyncEventReader, Event, EventReader, ExecInfo, FileInfo, NetInfo, Process,
-    Verdict,
+    decode, Access, AsyncEventReader, Event, EventReader, ExecInfo, FileInfo, Mechanism, NetInfo,
+    Process, Verdict,
+};
+pub use lsm::{
+    check_active as lsm_check_active, probe as lsm_probe, FileKey, FileRule, LsmHook, LsmInfo,
+    LsmPolicy, LsmUnavailable, Tier, LSM_LIST,
 };
 pub use node::{Mode, Node, RegisterRequest};
 pub use object::version as object_version;

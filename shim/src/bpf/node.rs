@@ -357,6 +357,7 @@ impl Inner {
         for (_, task) in self.maps.tasks.iter().flatten() {
             set.insert(task.generation);
         }
+        set.extend(super::lsm::generations(&self.layout)?);
         Ok(set)
     }
 
@@ -377,7 +378,7 @@ impl Inner {
         for (tgid, _) in tasks.iter().filter(|(_, t)| generations.contains(&t.generation)) {
             let _ = self.maps.tasks.remove(tgid);
         }
-        Ok(())
+        super::lsm::drop_generations(&self.layout, generations)
     }
 
     /// Attaches sys_enter/sys_exit when a registration needs them, detaches them when none

@@ -95,15 +95,23 @@ pub fn load_and_pin(layout: &Layout, object: &[u8], offsets: &KernelOffsets) -> 
         remove_dir_contents(&dir)?;
         fs::create_dir_all(&dir).map_err(|e| BpfError::io("create pin folder", &dir, e))?;
     }
+    let lsm_offsets = super::lsm::kernel_offsets()?;
     let mut ebpf = EbpfLoader::new()
         .override_global(map::OFFSETS_GLOBAL, offsets, true)
+        .override_global(vigil_ebpf_common::lsm_map::OFFSETS_GLOBAL, &lsm_offsets, true)
         .load(object)
         .map_err(|e| BpfError::Load(Box::new(e)))?;
     load_programs(&mut ebpf, layout)?;
     for (name, tracepoint) in ALWAYS_ON {
         attach_raw(layout, name, tracepoint)?;
     }
-    for name in MAPS {
+    // All LSM programs or none; without them the node uses the fallback tier.
+    match super::lsm::attach_all(&mut ebpf, Some(layout)) {
+        Ok(_) => log::info!("vigil: LSM-BPF tier attached (exec, files, network denied with EPERM)"),
+        Err(why) => log::warn!("vigil: LSM-BPF tier unavailable, using the fallback tier: {why}"),
+    }
+    // The LSM maps first: VIGIL_CONTAINERS, last of MAPS, marks a complete set.
+    for name in super::lsm::MAPS.iter().chain(MAPS.iter()) {
         let m = ebpf.map(name).ok_or_else(|| BpfError::map("find", name, "not in object"))?;
         m.pin(layout.map(name)).map_err(|e| BpfError::map("pin", name, e))?;
     }

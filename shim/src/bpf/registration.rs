@@ -125,6 +125,15 @@ impl Registration {
         self.cgroup_id
     }
 
+    /// The registration number keying this container's allow-set entries.
+    pub(crate) fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    pub(crate) fn node(&self) -> &Node {
+        &self.node
+    }
+
     pub fn slot(&self) -> u32 {
         self.slot
     }

@@ -1,0 +1,52 @@
+//! Paths resolved in the kernel with `bpf_d_path` and hashed for the allow sets.
+//!
+//! `bpf_d_path` (kernel/trace/bpf_trace.c at v6.1) is d_path(): the name of a `struct path`
+//! below the calling task's root (`current->fs->root`, the container's root after
+//! pivot_root), taken under the rename seqlock, so it cannot be swapped the way a user
+//! pointer can. Symlinks are already resolved: the path is that of the file the kernel
+//! opened. A deleted file gets a " (deleted)" suffix; a pseudo file (pipe, socket, anon
+//! inode) a name without a leading `/`. LSM programs may call it only from the hooks in
+//! `sleepable_lsm_hooks` (kernel/bpf/bpf_lsm.c at v6.1), which include bprm_check_security,
+//! file_open and sb_mount.
+
+use aya_ebpf::{bindings::path, helpers::generated::bpf_d_path};
+use vigil_ebpf_common::{hash_resolved, PathHashes, LSM_PATH_LEN};
+
+use super::maps::LsmScratch;
+
+/// Why a path has no hashes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Unresolved {
+    /// bpf_d_path failed (ENAMETOOLONG beyond `LSM_PATH_LEN`, or a fault).
+    Failed,
+    /// Not below a root: a pseudo file such as `pipe:[123]`.
+    Pseudo,
+}
+
+/// Resolves `p` into `scratch.path` and hashes it, filling `scratch.folders*`.
+///
+/// # Safety
+/// `p` must be a `struct path *` the verifier knows by its BTF type (a hook argument, or a
+/// field of one reached with direct loads at constant offsets).
+#[inline(always)]
+pub unsafe fn resolve(p: *const u8, scratch: &mut LsmScratch) -> Result<PathHashes, Unresolved> {
+    let buf = scratch.path.as_mut_ptr();
+    // SAFETY: the buffer is LSM_PATH_LEN bytes of a per-CPU map value; `p` is a BTF
+    // `struct path *` as the caller promises.
+    let len = unsafe { bpf_d_path(p as *mut path, buf as *mut _, LSM_PATH_LEN as u32) };
+    if len <= 0 {
+        scratch.path[0] = 0;
+        return Err(Unresolved::Failed);
+    }
+    if scratch.path[0] != b'/' {
+        return Err(Unresolved::Pseudo);
+    }
+    // `len` counts the terminating NUL.
+    let hashes = hash_resolved(
+        &scratch.path,
+        len as usize - 1,
+        &mut scratch.folders,
+        &mut scratch.folders_ids,
+    );
+    Ok(hashes)
+}
