@@ -78,6 +78,20 @@ impl RuntimeFloor {
             .collect()
     }
 
+    /// The part of the floor a process with this `noNewPrivileges` setting needs. With
+    /// no_new_privs runc installs the filter just before the exec, so the paths traced with
+    /// it (`*-nnp`) suffice; without it (`*-nonnp`) runc drops privileges under the filter and
+    /// needs everything. Exit/signal and Go-runtime entries apply to both.
+    pub fn for_process(&self, no_new_privileges: bool) -> RuntimeFloor {
+        let mut floor = self.clone();
+        if no_new_privileges {
+            floor
+                .syscalls
+                .retain(|_, paths| paths.iter().any(|p| !p.ends_with("-nonnp")));
+        }
+        floor
+    }
+
     /// The floor's syscall names.
     pub fn syscalls(&self) -> impl Iterator<Item = &str> {
         self.syscalls.keys().map(String::as_str)
@@ -124,6 +138,25 @@ mod tests {
                 "{name} missing from the floor"
             );
         }
+    }
+
+    #[test]
+    fn no_new_privs_floor_leaves_out_privilege_dropping() {
+        let full = RuntimeFloor::for_runc("1.1.5").unwrap();
+        let nnp = full.for_process(true);
+        for name in ["capset", "setuid", "setgroups", "faccessat2"] {
+            assert!(
+                !nnp.syscalls.contains_key(name),
+                "{name} is only needed without nnp"
+            );
+        }
+        for name in ["fstatfs", "execve", "exit_group", "rt_sigreturn", "futex"] {
+            assert!(
+                nnp.syscalls.contains_key(name),
+                "{name} is needed with nnp too"
+            );
+        }
+        assert_eq!(full.for_process(false), full);
     }
 
     #[test]

@@ -184,22 +184,8 @@ fn runc_starts_enforced_containers_on_every_path() {
         "clock_nanosleep",
         "nanosleep",
     ];
-    let compiled = compile(&body_with(&workload), &floor(), None, &Deviations::Deny).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("seccomp.json");
-    std::fs::write(&path, serde_json::to_vec(&compiled.seccomp).unwrap()).unwrap();
-    let out = Command::new("bash")
-        .arg(script)
-        .arg("--verify")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The full floor (what a container without no_new_privs gets) starts every path.
+    let text = verify_with_runc(script, &floor(), &workload);
     let want = [
         ("run-root-nnp", "0"),
         ("run-user-nnp", "1000"),
@@ -215,6 +201,46 @@ fn runc_starts_enforced_containers_on_every_path() {
             "{path} failed under the filter:\n{text}"
         );
     }
+
+    // The no_new_privs part suffices with no_new_privs; without it runc fails (V01).
+    let text = verify_with_runc(script, &floor().for_process(true), &workload);
+    for (path, uid) in &want[..2] {
+        let line = format!("{path}\tok\t{uid}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "{path} failed under the filter:\n{text}"
+        );
+    }
+    assert!(text.contains("exec-user-nnp\tok\t1000"), "{text}");
+    let failed = text
+        .lines()
+        .find(|l| l.starts_with("run-user-nonnp\t"))
+        .unwrap();
+    assert!(
+        failed.contains("failed"),
+        "the nnp floor must not be enough without nnp: {text}"
+    );
+}
+
+/// Runs the floor script's `--verify` with a filter compiled from `workload` and `floor`.
+fn verify_with_runc(script: &str, floor: &vigil_policy::RuntimeFloor, workload: &[&str]) -> String {
+    let compiled = compile(&body_with(workload), floor, None, &Deviations::Deny).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seccomp.json");
+    std::fs::write(&path, serde_json::to_vec(&compiled.seccomp).unwrap()).unwrap();
+    let out = Command::new("bash")
+        .arg(script)
+        .arg("--verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
 }
 
 /// Why a privileged runc test cannot run here, if it cannot.
