@@ -265,7 +265,7 @@ pub struct OutputFields {
         skip_serializing_if = "Option::is_none"
     )]
     pub exepath: Option<String>,
-    /// argv[0] as given (Falco's `proc.exe`).
+    /// `argv[0]` as given (Falco's `proc.exe`).
     #[serde(rename = "proc.exe", default, skip_serializing_if = "Option::is_none")]
     pub exe: Option<String>,
     /// The program as invoked (`nc` for busybox's nc applet).
@@ -432,7 +432,7 @@ impl Process {
         self
     }
 
-    /// The program name as invoked (argv[0]'s file name, or the comm for a no-exec applet).
+    /// The program name as invoked (`argv[0]`'s file name, or the comm for a no-exec applet).
     pub fn name(mut self, name: &[u8]) -> Process {
         self.name = Some(text(name));
         self
