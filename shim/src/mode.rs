@@ -200,6 +200,63 @@ pub trait ProfileLookup {
     fn named_profile(&self, name: &str) -> NamedProfile;
 }
 
+/// [`ProfileLookup`] over the profile store: the image's profile by digest, names from the
+/// store's index.
+///
+/// A profile that cannot be read counts as absent for the image (the default mode is then
+/// learn) and as `learning` for a name the index holds; either way the guard's load of the
+/// profile reports it to the fail policy as [`fail::ProfileHealth::Corrupt`].
+pub struct StoreLookup<'a> {
+    store: &'a vigil_policy::Store,
+    image: Option<&'a vigil_policy::Digest>,
+}
+
+impl<'a> StoreLookup<'a> {
+    /// Looks up in `store`; `image` is the container's image config digest, if known.
+    pub fn new(store: &'a vigil_policy::Store, image: Option<&'a vigil_policy::Digest>) -> Self {
+        StoreLookup { store, image }
+    }
+
+    fn state_of(&self, digest: &vigil_policy::Digest) -> Result<Option<ProfileState>, String> {
+        let profile = self.store.load(digest).map_err(|e| e.to_string())?;
+        Ok(profile.map(|p| match p.state {
+            vigil_policy::State::Learning => ProfileState::Learning,
+            vigil_policy::State::Stable => ProfileState::Stable,
+        }))
+    }
+}
+
+impl ProfileLookup for StoreLookup<'_> {
+    fn image_profile(&self) -> Option<ProfileState> {
+        let digest = self.image?;
+        self.state_of(digest).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "image profile unreadable; resolving as if absent");
+            None
+        })
+    }
+
+    fn named_profile(&self, name: &str) -> NamedProfile {
+        let index = match self.store.index() {
+            Ok(index) => index,
+            Err(e) => {
+                tracing::warn!(error = %e, "profile index unreadable");
+                return NamedProfile::NotFound {
+                    available: Vec::new(),
+                };
+            }
+        };
+        match index.names.get(name) {
+            Some(digest) => match self.state_of(digest) {
+                Ok(Some(state)) => NamedProfile::Found(state),
+                Ok(None) | Err(_) => NamedProfile::Found(ProfileState::Learning),
+            },
+            None => NamedProfile::NotFound {
+                available: index.names.into_keys().collect(),
+            },
+        }
+    }
+}
+
 /// Which profile the container's mode applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProfileChoice {

@@ -392,3 +392,38 @@ allowed_modes = ["learn", "off"]
     let default = ModePolicy::from(&crate::config::NodeConfig::default());
     assert_eq!(default, ModePolicy::default());
 }
+
+#[test]
+fn the_store_answers_lookups() {
+    use vigil_policy::{Digest, Profile, State, Store, Timestamp};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let digest = Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap();
+    let mut profile = Profile::new(digest.clone(), Timestamp::now());
+    profile.body.names.insert("local/busybox:latest".into());
+    profile.state = State::Stable;
+    store.import(&profile).unwrap();
+
+    let lookup = StoreLookup::new(&store, Some(&digest));
+    assert_eq!(lookup.image_profile(), Some(ProfileState::Stable));
+    assert_eq!(
+        lookup.named_profile("local/busybox:latest"),
+        NamedProfile::Found(ProfileState::Stable)
+    );
+    let available = vec!["local/busybox:latest".to_string()];
+    assert_eq!(
+        lookup.named_profile("nginx"),
+        NamedProfile::NotFound { available }
+    );
+
+    let other = Digest::parse(&format!("sha256:{}", "cd".repeat(32))).unwrap();
+    assert_eq!(StoreLookup::new(&store, Some(&other)).image_profile(), None);
+    assert_eq!(StoreLookup::new(&store, None).image_profile(), None);
+
+    // A corrupt profile resolves as absent; the fail policy hears about it from the load.
+    std::fs::write(store.path_of(&digest), b"{ torn").unwrap();
+    assert_eq!(lookup.image_profile(), None);
+    let ann = cri("app", "dev", &[]);
+    let d = resolve(&ann, &ModePolicy::default(), &lookup).unwrap();
+    assert_eq!(d.mode, Mode::Learn);
+}
