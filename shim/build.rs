@@ -5,6 +5,8 @@
 //! outer build's lock. It needs `bpf-linker` and the `rust-src` component; on the pinned
 //! stable toolchain `-Z build-std=core` is enabled with `RUSTC_BOOTSTRAP=1`.
 //!
+//! `VIGIL_EBPF_OBJECT=/path/to/object` embeds a prebuilt object instead of building one.
+//!
 //! Stub mode embeds an empty object (the shim then refuses to guard, saying why):
 //! `VIGIL_EBPF_STUB=1`, or automatically under clippy when bpf-linker is not installed.
 
@@ -17,6 +19,7 @@ use std::{
 };
 
 const STUB_ENV: &str = "VIGIL_EBPF_STUB";
+const OBJECT_ENV: &str = "VIGIL_EBPF_OBJECT";
 const TARGET: &str = "bpfel-unknown-none";
 const PROGRAMS: &str = "vigil-programs";
 const INSTALL_HINT: &str = "install it with `PATH=/usr/lib/llvm-22/bin:$PATH cargo install \
@@ -38,10 +41,17 @@ fn run() -> Result<(), String> {
         println!("cargo:rerun-if-changed={}", path.display());
     }
     println!("cargo:rerun-if-env-changed={STUB_ENV}");
+    println!("cargo:rerun-if-env-changed={OBJECT_ENV}");
     println!("cargo:rerun-if-env-changed=PATH");
 
     let out_dir = PathBuf::from(env_var("OUT_DIR")?);
     let object = out_dir.join("vigil-programs.o");
+    if let Some(prebuilt) = env::var_os(OBJECT_ENV) {
+        println!("cargo:rerun-if-changed={}", Path::new(&prebuilt).display());
+        return fs::copy(&prebuilt, &object)
+            .map(|_| ())
+            .map_err(|e| format!("copy {OBJECT_ENV}={prebuilt:?}: {e}"));
+    }
     let linker = find_bpf_linker();
     if stub_requested() || (linker.is_none() && under_clippy()) {
         println!("cargo:warning=vigil: embedding no eBPF programs (stub mode)");

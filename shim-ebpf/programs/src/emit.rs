@@ -1,8 +1,7 @@
 //! Sending records to a slot's ring buffer, counting what could not be sent.
 
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-    bpf_ktime_get_boot_ns,
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
 };
 use vigil_ebpf_common::{EventHeader, EventKind, SeenKey};
 
@@ -58,7 +57,11 @@ fn count_lost(slot: u32) {
 /// An LRU eviction makes an old item new again (a duplicate event, never a missing one).
 #[inline(always)]
 pub fn first_time(generation: u32, kind: u32, hash: u64) -> bool {
-    let key = SeenKey { generation, kind, hash };
+    let key = SeenKey {
+        generation,
+        kind,
+        hash,
+    };
     // SAFETY: only presence is tested; the value is not read.
     if unsafe { VIGIL_SEEN.get(key) }.is_some() {
         return false;

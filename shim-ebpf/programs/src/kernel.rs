@@ -9,7 +9,7 @@ use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 use vigil_ebpf_common::KernelOffsets;
 
 #[unsafe(no_mangle)]
-static VIGIL_OFFSETS: KernelOffsets = KernelOffsets {
+pub(crate) static VIGIL_OFFSETS: KernelOffsets = KernelOffsets {
     ready: 0,
     task_pid: 0,
     task_tgid: 0,
@@ -78,4 +78,18 @@ pub fn parent_tgid(off: &KernelOffsets, task: u64) -> u32 {
     }
     let parent = read_ptr(task, off.task_real_parent);
     read::<u32>(parent, off.task_tgid).unwrap_or(0)
+}
+
+/// Returns `value` after a round trip through map memory. The verifier tracks a loop's exit
+/// index as an exact constant, so every exit point would otherwise start its own copy of
+/// the rest of the program (exponential verification); a value loaded from a map is an
+/// unknown scalar, and the copies merge again.
+#[inline(always)]
+pub fn launder(slot: &mut u64, value: u64) -> u64 {
+    // SAFETY: `slot` is a valid, aligned u64 in the per-CPU scratch map; the volatile
+    // accesses keep the compiler from forwarding the stored value.
+    unsafe {
+        core::ptr::write_volatile(slot, value);
+        core::ptr::read_volatile(slot)
+    }
 }

@@ -57,6 +57,9 @@ pub static VIGIL_NODE: Array<u64, 4> = Array::new();
 pub struct Scratch {
     pub exec: ExecEvent,
     pub file: FileEvent,
+    /// Values passed through memory so the verifier forgets their exact value (see
+    /// [`crate::kernel::launder`]).
+    pub tmp: [u64; 2],
 }
 
 #[btf_map]

@@ -11,49 +11,58 @@ use vigil_ebpf_common::{
 
 use crate::{emit, maps::VIGIL_NET_ALLOW, scope};
 
-const AF_INET: u32 = 2;
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
 
 #[cgroup_sock_addr(connect4)]
 pub fn vigil_connect4(ctx: SockAddrContext) -> i32 {
-    check(&ctx, direction::CONNECT)
+    check(&ctx, direction::CONNECT, false)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn vigil_connect6(ctx: SockAddrContext) -> i32 {
-    check(&ctx, direction::CONNECT)
+    check(&ctx, direction::CONNECT, true)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn vigil_sendmsg4(ctx: SockAddrContext) -> i32 {
-    check(&ctx, direction::SEND)
+    check(&ctx, direction::SEND, false)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn vigil_sendmsg6(ctx: SockAddrContext) -> i32 {
-    check(&ctx, direction::SEND)
+    check(&ctx, direction::SEND, true)
 }
 
 #[cgroup_sock_addr(bind4)]
 pub fn vigil_bind4(ctx: SockAddrContext) -> i32 {
-    check(&ctx, direction::BIND)
+    check(&ctx, direction::BIND, false)
 }
 
 #[cgroup_sock_addr(bind6)]
 pub fn vigil_bind6(ctx: SockAddrContext) -> i32 {
-    check(&ctx, direction::BIND)
+    check(&ctx, direction::BIND, true)
 }
 
 #[inline(always)]
-fn check(ctx: &SockAddrContext, dir: u8) -> i32 {
-    let Some(c) = scope::current_container() else { return ALLOW };
-    let mut ev = NetEvent { direction: dir, ..NetEvent::default() };
-    read_tuple(ctx, &mut ev);
+/// `v6` is a constant per program: the verifier rejects `user_ip6` reads in IPv4 hooks.
+fn check(ctx: &SockAddrContext, dir: u8, v6: bool) -> i32 {
+    let Some(c) = scope::current_container() else {
+        return ALLOW;
+    };
+    let mut ev = NetEvent {
+        direction: dir,
+        ..NetEvent::default()
+    };
+    read_tuple(ctx, &mut ev, v6);
     if dir == direction::BIND && ev.port == 0 {
         return ALLOW; // an ephemeral port chosen by the kernel: not an entry
     }
-    let decision = if c.mode == mode::ENFORCE { judge(&c, &ev) } else { verdict::OBSERVED };
+    let decision = if c.mode == mode::ENFORCE {
+        judge(&c, &ev)
+    } else {
+        verdict::OBSERVED
+    };
     ev.verdict = decision;
     report(&c, &mut ev);
     if decision == verdict::BLOCKED {
@@ -64,19 +73,24 @@ fn check(ctx: &SockAddrContext, dir: u8) -> i32 {
 }
 
 #[inline(always)]
-fn read_tuple(ctx: &SockAddrContext, ev: &mut NetEvent) {
+fn read_tuple(ctx: &SockAddrContext, ev: &mut NetEvent, v6: bool) {
     // SAFETY: the context pointer is the kernel's bpf_sock_addr; each field is read with a
     // 4-byte load, which the verifier rewrites to the real socket fields.
     let sa = unsafe { &*ctx.sock_addr };
     ev.protocol = sa.protocol as u8;
     ev.family = sa.user_family as u8;
     ev.port = u16::from_be(sa.user_port as u16);
-    if sa.user_family == AF_INET {
+    if !v6 {
         ev.addr[10] = 0xff;
         ev.addr[11] = 0xff;
         ev.addr[12..16].copy_from_slice(&sa.user_ip4.to_ne_bytes());
     } else {
-        let words = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
+        let words = [
+            sa.user_ip6[0],
+            sa.user_ip6[1],
+            sa.user_ip6[2],
+            sa.user_ip6[3],
+        ];
         for (i, w) in words.iter().enumerate() {
             ev.addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         }
@@ -110,7 +124,13 @@ fn judge(c: &Container, ev: &NetEvent) -> u8 {
 #[inline(always)]
 fn report(c: &Container, ev: &mut NetEvent) {
     let mut hash = vigil_ebpf_common::FNV_OFFSET;
-    for b in [ev.direction, ev.protocol, ev.verdict, (ev.port >> 8) as u8, ev.port as u8] {
+    for b in [
+        ev.direction,
+        ev.protocol,
+        ev.verdict,
+        (ev.port >> 8) as u8,
+        ev.port as u8,
+    ] {
         hash = vigil_ebpf_common::fnv_byte(hash, b);
     }
     for b in ev.addr {

@@ -6,14 +6,11 @@
 //! at the task's `fs->root` (the container's root after pivot_root) or at the namespace's
 //! root mount.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes;
+use aya_ebpf::helpers::{bpf_loop, bpf_probe_read_kernel_str_bytes};
 use vigil_ebpf_common::{fnv_byte, path_flags, KernelOffsets, ResolvedPath, FNV_OFFSET};
 use vigil_ebpf_common::{NAME_LEN, PATH_DEPTH};
 
-use crate::kernel::{read_ptr, read};
-
-/// Mount crossings allowed on top of `PATH_DEPTH` components.
-const MOUNT_HOPS: usize = 8;
+use crate::kernel::{read, read_ptr};
 
 /// A `struct path`: (vfsmount, dentry).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -30,7 +27,10 @@ impl KPath {
             return None;
         }
         let p = base + offset as u64;
-        let path = KPath { mnt: read_ptr(p, off.path_mnt), dentry: read_ptr(p, off.path_dentry) };
+        let path = KPath {
+            mnt: read_ptr(p, off.path_mnt),
+            dentry: read_ptr(p, off.path_dentry),
+        };
         (path.mnt != 0 && path.dentry != 0).then_some(path)
     }
 }
@@ -42,36 +42,42 @@ pub fn task_root(off: &KernelOffsets, task: u64) -> Option<KPath> {
 }
 
 /// Fills `out` with the components of `file` below `root`; returns `path_flags` bits.
+///
+/// Written for the verifier: iteration `i` always fills `names[i]` (an empty name for a
+/// mount crossing) and every branch either continues or leaves the loop, so the states of
+/// one iteration differ only in unknown kernel pointers and are pruned.
 #[inline(always)]
 pub fn resolve(off: &KernelOffsets, file: KPath, root: KPath, out: &mut ResolvedPath) -> u8 {
-    let mut flags = 0;
     let mut cur = file;
-    let mut depth = 0usize;
-    out.depth = 0;
-    for _ in 0..PATH_DEPTH + MOUNT_HOPS {
+    let mut used = 0;
+    let mut flags = path_flags::TRUNCATED;
+    for i in 0..PATH_DEPTH {
         if cur == root {
+            flags = 0;
             break;
         }
-        match step(off, &mut cur) {
-            Step::Done => break,
-            Step::Crossed => continue,
-            Step::Component(name) => {
-                let Some(slot) = out.names.get_mut(depth) else {
-                    flags |= path_flags::TRUNCATED;
-                    break;
-                };
-                // SAFETY: the helper copies at most NAME_LEN bytes, NUL included, from
-                // kernel memory into the slot; a fault returns an error.
-                match unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, slot) } {
-                    Ok(bytes) if bytes.len() >= NAME_LEN - 1 => flags |= path_flags::NAME_CUT,
-                    Ok(_) => {}
-                    Err(_) => return flags | path_flags::UNRESOLVED,
-                }
-                depth += 1;
+        let name = match step(off, &mut cur) {
+            Step::Done => {
+                flags = 0;
+                break;
             }
+            Step::Crossed => 0,
+            Step::Component(name) => name,
+        };
+        let slot = &mut out.names[i];
+        slot[0] = 0;
+        // SAFETY: the helper copies at most NAME_LEN bytes, NUL included, from kernel
+        // memory into the slot; a fault returns an error.
+        if name != 0 && unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, slot) }.is_err()
+        {
+            return path_flags::UNRESOLVED;
         }
+        used = i + 1;
     }
-    out.depth = depth as u32;
+    if cur == root {
+        flags = 0;
+    }
+    out.depth = used as u32;
     out.hash = hash(out);
     flags
 }
@@ -110,26 +116,73 @@ fn step(off: &KernelOffsets, cur: &mut KPath) -> Step {
     Step::Component(name)
 }
 
+/// State of [`hash`] between `bpf_loop` iterations (lives on the caller's stack).
+#[repr(C)]
+struct HashState {
+    path: *const ResolvedPath,
+    depth: u64,
+    hash: u64,
+    /// The rest of the current component is past its NUL (or it is a mount crossing).
+    skip: u64,
+}
+
 /// `vigil_ebpf_common::path_hash` of the joined components, root first.
+///
+/// Runs under `bpf_loop` (kernel 5.17+): the verifier checks the callback once instead of
+/// every (component, byte) iteration, which nested data-dependent loops would multiply.
 #[inline(always)]
 fn hash(path: &ResolvedPath) -> u64 {
-    let mut h = FNV_OFFSET;
-    let depth = path.depth as usize;
-    for i in 0..PATH_DEPTH {
-        if i >= depth {
-            break;
-        }
-        let Some(name) = path.names.get(depth - 1 - i) else { break };
-        h = fnv_byte(h, b'/');
-        for j in 0..NAME_LEN - 1 {
-            let b = name[j];
-            if b == 0 {
-                break;
-            }
-            h = fnv_byte(h, b);
+    let mut state = HashState {
+        path,
+        // SAFETY: a plain field of a valid struct; volatile so the load is not replaced by
+        // the exact loop index that produced it (see kernel::launder).
+        depth: unsafe { core::ptr::read_volatile(&path.depth) } as u64,
+        hash: FNV_OFFSET,
+        skip: 1,
+    };
+    let total = (PATH_DEPTH * NAME_LEN) as u32;
+    // SAFETY: the callback is a static BPF function of the expected signature and the
+    // context points at `state` on this stack frame, alive for the whole call.
+    unsafe {
+        bpf_loop(
+            total,
+            hash_step as *mut core::ffi::c_void,
+            (&raw mut state).cast(),
+            0,
+        )
+    };
+    state.hash
+}
+
+/// One byte of [`hash`]: iteration `index` is byte `index % NAME_LEN` of the
+/// `index / NAME_LEN`-th component from the root. Returns 1 to stop the loop.
+#[inline(never)]
+extern "C" fn hash_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer given by `hash`: a live HashState.
+    let st = unsafe { &mut *(ctx as *mut HashState) };
+    let (component, byte) = (index / NAME_LEN as u64, (index % NAME_LEN as u64) as usize);
+    if component >= st.depth {
+        return 1;
+    }
+    let slot = (st.depth - 1 - component) as usize & (PATH_DEPTH - 1);
+    // SAFETY: `path` points into the per-CPU scratch map value, valid during the program.
+    let name = unsafe { &(*st.path).names[slot] };
+    if byte == 0 {
+        st.skip = u64::from(name[0] == 0); // an empty name is a mount crossing
+        if st.skip == 0 {
+            st.hash = fnv_byte(st.hash, b'/');
         }
     }
-    h
+    if st.skip != 0 || byte >= NAME_LEN - 1 {
+        return 0;
+    }
+    let b = name[byte & (NAME_LEN - 1)];
+    if b == 0 {
+        st.skip = 1;
+        return 0;
+    }
+    st.hash = fnv_byte(st.hash, b);
+    0
 }
 
 /// Hash of a NUL-terminated byte buffer (a path as the program passed it).

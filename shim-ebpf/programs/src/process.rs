@@ -8,9 +8,7 @@
 //! - task_rename(struct task_struct *task, const char *comm)
 
 use aya_ebpf::{
-    helpers::{
-        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf, bpf_send_signal,
-    },
+    helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf, bpf_send_signal},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -29,15 +27,19 @@ const SIGKILL: u32 = 9;
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn vigil_sched_exec(ctx: RawTracePointContext) -> i32 {
-    let Some(c) = scope::current_container() else { return 0 };
+    let Some(c) = scope::current_container() else {
+        return 0;
+    };
     let task = ctx.arg::<u64>(0);
     let bprm = ctx.arg::<u64>(2);
     let session = adopt(&c);
-    let Some(scratch) = VIGIL_SCRATCH.get_ptr_mut(0) else { return 0 };
+    let Some(scratch) = VIGIL_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
     // SAFETY: the per-CPU scratch element is valid for the program's run and used by one
     // program at a time on this CPU (tracing programs do not nest on a CPU).
-    let ev = unsafe { &mut (*scratch).exec };
-    fill_exec(ev, &c, session, task, bprm);
+    let (ev, tmp) = unsafe { (&mut (*scratch).exec, &mut (*scratch).tmp) };
+    fill_exec(ev, tmp, &c, session, task, bprm);
     if c.mode == mode::ENFORCE {
         ev.verdict = judge(ev, &c);
         if ev.verdict == verdict::KILLED {
@@ -62,13 +64,25 @@ fn adopt(c: &Container) -> u32 {
     }
     let tgid = scope::current_tgid();
     let session = if tgid == c.init_tgid { 0 } else { tgid };
-    let task = Task { slot: c.slot, generation: c.generation, session, _pad: 0 };
+    let task = Task {
+        slot: c.slot,
+        generation: c.generation,
+        session,
+        _pad: 0,
+    };
     let _ = VIGIL_TASKS.insert(tgid, task, 0);
     session
 }
 
 #[inline(always)]
-fn fill_exec(ev: &mut ExecEvent, c: &Container, session: u32, task: u64, bprm: u64) {
+fn fill_exec(
+    ev: &mut ExecEvent,
+    tmp: &mut [u64; 2],
+    c: &Container,
+    session: u32,
+    task: u64,
+    bprm: u64,
+) {
     ev.header = emit::header(EventKind::Exec, c.slot, session);
     ev.flags = 0;
     ev.argv_len = 0;
@@ -86,8 +100,7 @@ fn fill_exec(ev: &mut ExecEvent, c: &Container, session: u32, task: u64, bprm: u
     ev.parent_comm = parent_comm(&off, task);
     read_argv(&off, task, ev);
     ev.flags |= resolve_exe(&off, task, bprm, ev);
-    let name = applet(&ev.argv);
-    ev.name_hash = exec_name_hash_step(ev.path.hash, &ev.argv, name.0, name.1);
+    ev.name_hash = applet_hash(ev, tmp);
 }
 
 #[inline(always)]
@@ -110,7 +123,9 @@ fn read_argv(off: &KernelOffsets, task: u64, ev: &mut ExecEvent) {
         len = ARGV_LEN;
         ev.flags |= path_flags::ARGV_CUT;
     }
-    let Some(dst) = ev.argv.get_mut(..len) else { return };
+    let Some(dst) = ev.argv.get_mut(..len) else {
+        return;
+    };
     // SAFETY: copies at most ARGV_LEN bytes of the current task's user memory, which
     // the kernel wrote during this exec; a fault returns an error.
     if unsafe { bpf_probe_read_user_buf(start as *const u8, dst) }.is_ok() {
@@ -128,25 +143,33 @@ fn resolve_exe(off: &KernelOffsets, task: u64, bprm: u64, ev: &mut ExecEvent) ->
     }
 }
 
-/// (start, end) of argv[0]'s basename in the argv block.
+/// [`exec_name_hash_step`] of argv[0]'s basename. Two loops whose only branches leave them;
+/// their exit indexes are laundered so the verifier's work stays linear.
 #[inline(always)]
-fn applet(argv: &[u8; ARGV_LEN]) -> (usize, usize) {
-    let mut start = 0;
+fn applet_hash(ev: &ExecEvent, tmp: &mut [u64; 2]) -> u64 {
+    let argv = &ev.argv;
     let mut end = ARGV_LEN;
     for i in 0..ARGV_LEN {
-        let b = argv[i];
-        if b == 0 {
+        if argv[i] == 0 {
             end = i;
             break;
         }
-        if b == b'/' {
+    }
+    let end = (kernel::launder(&mut tmp[0], end as u64) as usize).min(ARGV_LEN);
+    let mut start = 0;
+    for k in 0..ARGV_LEN {
+        if k >= end {
+            break;
+        }
+        let i = end - 1 - k;
+        if argv.get(i).copied() == Some(b'/') {
             start = i + 1;
+            break;
         }
     }
-    if end - start > NAME_LEN - 1 {
-        end = start + NAME_LEN - 1;
-    }
-    (start, end)
+    let start = (kernel::launder(&mut tmp[1], start as u64) as usize).min(end);
+    let end = end.min(start + NAME_LEN - 1);
+    exec_name_hash_step(ev.path.hash, argv, start, end)
 }
 
 /// Enforce: allowed if the resolved file may run under any name, or under this applet name.
@@ -155,14 +178,22 @@ fn judge(ev: &ExecEvent, c: &Container) -> u8 {
     if ev.flags & (path_flags::UNRESOLVED | path_flags::TRUNCATED) != 0 {
         return verdict::KILLED;
     }
-    let by_path = ExecKey { generation: c.generation, _pad: 0, hash: ev.path.hash };
+    let by_path = ExecKey {
+        generation: c.generation,
+        _pad: 0,
+        hash: ev.path.hash,
+    };
     // SAFETY: the value is copied out at once.
     if let Some(bits) = unsafe { VIGIL_EXEC_ALLOW.get(by_path).copied() } {
         if bits & EXEC_ANY_NAME != 0 {
             return verdict::ALLOWED;
         }
     }
-    let by_name = ExecKey { generation: c.generation, _pad: 0, hash: ev.name_hash };
+    let by_name = ExecKey {
+        generation: c.generation,
+        _pad: 0,
+        hash: ev.name_hash,
+    };
     // SAFETY: only presence is tested.
     if unsafe { VIGIL_EXEC_ALLOW.get(by_name) }.is_some() {
         return verdict::ALLOWED;
@@ -174,9 +205,10 @@ fn judge(ev: &ExecEvent, c: &Container) -> u8 {
 pub fn vigil_sched_fork(ctx: RawTracePointContext) -> i32 {
     let off = kernel::offsets();
     let child = ctx.arg::<u64>(1);
-    let (Some(pid), Some(tgid)) =
-        (kernel::read::<u32>(child, off.task_pid), kernel::read::<u32>(child, off.task_tgid))
-    else {
+    let (Some(pid), Some(tgid)) = (
+        kernel::read::<u32>(child, off.task_pid),
+        kernel::read::<u32>(child, off.task_tgid),
+    ) else {
         return 0;
     };
     if pid != tgid || off.ready == 0 {
@@ -206,8 +238,12 @@ pub fn vigil_task_rename(ctx: RawTracePointContext) -> i32 {
     if target != kernel::current_task() || off.ready == 0 {
         return 0; // a write to another task's /proc/PID/comm: reported by that task's exec
     }
-    let Some(c) = scope::current_container() else { return 0 };
-    let Some(task) = scope::current_task(&c) else { return 0 };
+    let Some(c) = scope::current_container() else {
+        return 0;
+    };
+    let Some(task) = scope::current_task(&c) else {
+        return 0;
+    };
     let mut ev = RenameEvent {
         header: emit::header(EventKind::Rename, c.slot, task.session),
         new_comm: [0; COMM_LEN],

@@ -42,12 +42,16 @@ const O_PATH: u64 = 0o10000000;
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn vigil_sys_enter(ctx: RawTracePointContext) -> i32 {
-    let Some(c) = scope::current_container() else { return 0 };
+    let Some(c) = scope::current_container() else {
+        return 0;
+    };
     if c.flags & container_flags::NEEDS_SYSCALLS == 0 {
         return 0;
     }
     // Untracked: the runtime's own setup before the first exec (see maps::VIGIL_TASKS).
-    let Some(task) = scope::current_task(&c) else { return 0 };
+    let Some(task) = scope::current_task(&c) else {
+        return 0;
+    };
     let regs = ctx.arg::<u64>(0);
     let nr = ctx.arg::<u64>(1) as u32;
     note_syscall(&c, &task, nr);
@@ -69,8 +73,14 @@ fn note_syscall(c: &Container, task: &Task, nr: u32) {
     if nr >= MAX_SYSCALLS {
         return;
     }
-    let kind = if task.session == 0 { SESSION_MAIN } else { SESSION_EXEC };
-    let Some(bits) = VIGIL_SYSCALLS_SEEN.get_ptr_mut(c.slot * 2 + kind) else { return };
+    let kind = if task.session == 0 {
+        SESSION_MAIN
+    } else {
+        SESSION_EXEC
+    };
+    let Some(bits) = VIGIL_SYSCALLS_SEEN.get_ptr_mut(c.slot * 2 + kind) else {
+        return;
+    };
     let (word, bit) = ((nr / 64) as usize, 1u64 << (nr % 64));
     // SAFETY: a live array element; racing CPUs can at worst both report the number (a
     // duplicate event) or lose a bit (reported again later), never corrupt memory.
@@ -92,9 +102,18 @@ fn note_syscall(c: &Container, task: &Task, nr: u32) {
 #[inline(always)]
 fn open_args(regs: u64, nr: u32) -> Option<PendingOpen> {
     let (path_ptr, flags) = match nr {
-        NR_OPEN => (kernel::read_ptr(regs, PT_REGS_DI), kernel::read_ptr(regs, PT_REGS_SI)),
-        NR_CREAT => (kernel::read_ptr(regs, PT_REGS_DI), O_CREAT | O_WRONLY | O_TRUNC),
-        NR_OPENAT => (kernel::read_ptr(regs, PT_REGS_SI), kernel::read_ptr(regs, PT_REGS_DX)),
+        NR_OPEN => (
+            kernel::read_ptr(regs, PT_REGS_DI),
+            kernel::read_ptr(regs, PT_REGS_SI),
+        ),
+        NR_CREAT => (
+            kernel::read_ptr(regs, PT_REGS_DI),
+            O_CREAT | O_WRONLY | O_TRUNC,
+        ),
+        NR_OPENAT => (
+            kernel::read_ptr(regs, PT_REGS_SI),
+            kernel::read_ptr(regs, PT_REGS_DX),
+        ),
         // openat2(dfd, path, struct open_how *how, size): how->flags is the first u64.
         NR_OPENAT2 => {
             let how = kernel::read_ptr(regs, PT_REGS_DX);
@@ -104,17 +123,26 @@ fn open_args(regs: u64, nr: u32) -> Option<PendingOpen> {
         }
         _ => return None,
     };
-    Some(PendingOpen { path_ptr, flags, nr, ..PendingOpen::default() })
+    Some(PendingOpen {
+        path_ptr,
+        flags,
+        nr,
+        ..PendingOpen::default()
+    })
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn vigil_sys_exit(ctx: RawTracePointContext) -> i32 {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: copied out at once.
-    let Some(pending) = (unsafe { VIGIL_PENDING_OPENS.get(id).copied() }) else { return 0 };
+    let Some(pending) = (unsafe { VIGIL_PENDING_OPENS.get(id).copied() }) else {
+        return 0;
+    };
     let _ = VIGIL_PENDING_OPENS.remove(id);
     let ret = ctx.arg::<i64>(1);
-    let Some(scratch) = VIGIL_SCRATCH.get_ptr_mut(0) else { return 0 };
+    let Some(scratch) = VIGIL_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
     // SAFETY: per-CPU scratch, one program at a time on this CPU.
     let ev = unsafe { &mut (*scratch).file };
     fill_file(ev, &pending, ret);
@@ -141,17 +169,15 @@ fn fill_file(ev: &mut FileEvent, pending: &PendingOpen, ret: i64) {
     ev.path.hash = 0;
     ev.raw_path[0] = 0;
     // SAFETY: copies a bounded string from the caller's memory; a fault returns an error.
-    let _ = unsafe {
-        bpf_probe_read_user_str_bytes(pending.path_ptr as *const u8, &mut ev.raw_path)
-    };
+    let _ =
+        unsafe { bpf_probe_read_user_str_bytes(pending.path_ptr as *const u8, &mut ev.raw_path) };
     let off = kernel::offsets();
     if ret < 0 || off.ready == 0 {
         return;
     }
     let task = kernel::current_task();
     let file = path::fd_file(&off, task, ret as u32);
-    if let (Some(file), Some(root)) = (path::file_path(&off, file), path::task_root(&off, task))
-    {
+    if let (Some(file), Some(root)) = (path::file_path(&off, file), path::task_root(&off, task)) {
         ev.flags = path::resolve(&off, file, root, &mut ev.path);
     }
 }

@@ -327,13 +327,13 @@ fn resolved(path: &ResolvedPath, flags: u8) -> Option<String> {
         return None;
     }
     let depth = (path.depth as usize).min(path.names.len());
-    if depth == 0 {
-        return Some("/".into());
-    }
     let mut out = String::new();
-    for name in path.names[..depth].iter().rev() {
+    for name in path.names[..depth].iter().rev().filter(|n| n[0] != 0) {
         out.push('/');
         out.push_str(&c_str(name));
+    }
+    if out.is_empty() {
+        out.push('/');
     }
     Some(out)
 }

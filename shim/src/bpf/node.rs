@@ -267,14 +267,18 @@ impl Inner {
         Ok(ring)
     }
 
+    /// Adds a rule's keys: the path key (any name, or "check the applet name", which the LSM
+    /// tier's bprm_check needs) and, for an applet, its name key.
     pub(crate) fn allow_exec(&mut self, generation: u32, rule: &ExecRule) -> Result<()> {
-        let (hash, bits) = rule.key();
-        let key = ExecKey { generation, _pad: 0, hash };
-        let old = self.maps.exec_allow.get(&key, 0).unwrap_or(0);
-        self.maps
-            .exec_allow
-            .insert(key, old | bits, 0)
-            .map_err(|e| BpfError::map("insert into", map::EXEC_ALLOW, e))
+        for (hash, bits) in rule.keys() {
+            let key = ExecKey { generation, _pad: 0, hash };
+            let old = self.maps.exec_allow.get(&key, 0).unwrap_or(0);
+            self.maps
+                .exec_allow
+                .insert(key, old | bits, 0)
+                .map_err(|e| BpfError::map("insert into", map::EXEC_ALLOW, e))?;
+        }
+        Ok(())
     }
 
     pub(crate) fn allow_net(&mut self, generation: u32, rule: &NetRule) -> Result<()> {
@@ -440,8 +444,10 @@ fn attach_sock_hook(layout: &Layout, name: &str, cgroup: &File) -> Result<FdLink
     let kind = sock_attach_type(name);
     let mut prog = CgroupSockAddr::from_pin(layout.prog(name), kind)
         .map_err(|e| BpfError::program("open pinned", name, e))?;
+    // A bpf_link attachment always coexists with other programs on the cgroup; link_create
+    // rejects BPF_F_ALLOW_MULTI (EINVAL), so the mode must be Single (flags 0).
     let id = prog
-        .attach(cgroup, CgroupAttachMode::AllowMultiple)
+        .attach(cgroup, CgroupAttachMode::Single)
         .map_err(|e| BpfError::program("attach to cgroup", name, e))?;
     let link = prog.take_link(id).map_err(|e| BpfError::program("take link of", name, e))?;
     FdLink::try_from(link).map_err(|e| BpfError::Link {

@@ -22,12 +22,14 @@ pub enum ExecRule {
 }
 
 impl ExecRule {
-    /// (`VIGIL_EXEC_ALLOW` key hash, value bits).
-    pub(crate) fn key(&self) -> (u64, u32) {
+    /// (`VIGIL_EXEC_ALLOW` key hash, value bits) to insert. An applet adds its name key and
+    /// marks its file "allowed under some names" (no [`EXEC_ANY_NAME`]).
+    pub(crate) fn keys(&self) -> Vec<(u64, u32)> {
         match self {
-            ExecRule::Path(path) => (path_hash(path.as_bytes()), EXEC_ANY_NAME),
+            ExecRule::Path(path) => vec![(path_hash(path.as_bytes()), EXEC_ANY_NAME)],
             ExecRule::Applet { path, name } => {
-                (exec_name_hash(path_hash(path.as_bytes()), name.as_bytes()), EXEC_THIS_NAME)
+                let file = path_hash(path.as_bytes());
+                vec![(file, EXEC_THIS_NAME), (exec_name_hash(file, name.as_bytes()), EXEC_THIS_NAME)]
             }
         }
     }

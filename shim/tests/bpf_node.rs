@@ -1,0 +1,358 @@
+//! Privileged tests of the eBPF loader and programs: a private pin root under /sys/fs/bpf,
+//! cgroups created under the cgroup2 mount, processes forked into them. They skip with a
+//! printed reason when not root or when bpffs, BTF or the programs are missing.
+
+use std::{
+    fs,
+    io::Write,
+    net::TcpListener,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use vigil_shim::bpf::{
+    cgroup2_mount, cgroup_id, Event, ExecRule, Mode, NetDirection, NetRule, Node, Protocol,
+    RegisterRequest, Verdict,
+};
+
+/// The tests share kernel state (tracepoints, cgroups): one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    if !Path::new(vigil_shim::bpf::VMLINUX_BTF).exists() {
+        return Some("kernel has no BTF at /sys/kernel/btf/vmlinux".into());
+    }
+    if !ensure_bpffs() {
+        return Some("no bpffs at /sys/fs/bpf and mounting one failed".into());
+    }
+    if cgroup2_mount().is_err() {
+        return Some("no cgroup2 mount".into());
+    }
+    None
+}
+
+/// Mounts bpffs at /sys/fs/bpf when it is absent (as `mount -t bpf bpf /sys/fs/bpf`).
+fn ensure_bpffs() -> bool {
+    let is_bpffs = || {
+        // SAFETY: statfs writes into a zeroed struct we own; the path is NUL-terminated.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let ok = unsafe { libc::statfs(c"/sys/fs/bpf".as_ptr(), &mut st) } == 0;
+        ok && st.f_type as i64 == 0xcafe_4a11
+    };
+    if is_bpffs() {
+        return true;
+    }
+    let _ = Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]).status();
+    is_bpffs()
+}
+
+macro_rules! require_privileges {
+    () => {
+        if let Some(reason) = skip_reason() {
+            eprintln!("skipping: {reason}");
+            return;
+        }
+    };
+}
+
+/// A private pin root and cgroups, removed on drop (also when the test fails).
+struct Fixture {
+    pins: PathBuf,
+    cgroup_root: PathBuf,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Fixture {
+        let tag = format!("vigil-test-{}-{name}", std::process::id());
+        let pins = Path::new("/sys/fs/bpf").join(&tag);
+        let cgroup_root = cgroup2_mount().unwrap().join(&tag);
+        fs::create_dir_all(&cgroup_root).unwrap();
+        Fixture { pins, cgroup_root }
+    }
+
+    fn cgroup(&self, name: &str) -> (PathBuf, u64) {
+        let dir = self.cgroup_root.join(name);
+        fs::create_dir_all(&dir).unwrap();
+        let id = cgroup_id(&dir).unwrap();
+        (dir, id)
+    }
+
+    fn open(&self) -> Node {
+        match Node::open(&self.pins) {
+            Ok(node) => node,
+            Err(vigil_shim::bpf::BpfError::NoPrograms) => {
+                panic!("the shim was built in stub mode: unset VIGIL_EBPF_STUB")
+            }
+            Err(e) => panic!("open node: {e}"),
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        remove_tree(&self.pins, false);
+        remove_tree(&self.cgroup_root, true);
+    }
+}
+
+/// Removes pins (files) or cgroups (dirs only; their processes are killed first).
+fn remove_tree(dir: &Path, cgroups: bool) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            remove_tree(&path, cgroups);
+        } else if !cgroups {
+            let _ = fs::remove_file(&path);
+        }
+    }
+    if cgroups {
+        let _ = fs::write(dir.join("cgroup.kill"), "1");
+        for _ in 0..50 {
+            if fs::remove_dir(dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+/// Starts `bash -c script` inside `cgroup`, held before its exec until [`release`] (like a
+/// container's init after `runc create`).
+fn spawn_held(cgroup: &Path, script: &str) -> Child {
+    let procs = cgroup.join("cgroup.procs");
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!("read _ && exec /bin/bash -c '{script}'"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure only writes a file and returns; no allocation-sensitive state.
+    unsafe {
+        cmd.pre_exec(move || fs::write(&procs, "0"));
+    }
+    cmd.spawn().expect("spawn held child")
+}
+
+fn release(child: &mut Child) {
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+}
+
+fn finish(child: Child) -> (i32, String) {
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn drain_for(reader: &mut vigil_shim::bpf::EventReader, wait: Duration) -> Vec<Event> {
+    let mut events = Vec::new();
+    let end = Instant::now() + wait;
+    while Instant::now() < end {
+        reader.drain(&mut events);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    events
+}
+
+fn learn(cgroup_id: u64, pid: u32) -> RegisterRequest {
+    RegisterRequest {
+        cgroup_id,
+        init_pid: pid,
+        mode: Mode::Learn,
+        watch_syscalls: true,
+        exec_allow: vec![],
+        net_allow: vec![],
+    }
+}
+
+#[test]
+fn learning_records_syscalls_exec_files_and_connects() {
+    require_privileges!();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let fx = Fixture::new("learn");
+    let node = fx.open();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (dir, id) = fx.cgroup("c1");
+    let script = format!(
+        "cat /etc/hostname >/dev/null; exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected"
+    );
+    let mut child = spawn_held(&dir, &script);
+    let mut reg = node.register(&learn(id, child.id())).unwrap();
+    let mut reader = reg.take_events().unwrap().unwrap();
+    release(&mut child);
+    let (code, out) = finish(child);
+    assert_eq!((code, out.trim()), (0, "connected"));
+    let events = drain_for(&mut reader, Duration::from_millis(300));
+
+    let syscalls: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Syscall { nr, .. } => Some(*nr),
+            _ => None,
+        })
+        .collect();
+    assert!(syscalls.contains(&257), "openat missing from {syscalls:?}");
+    assert!(syscalls.contains(&42), "connect missing from {syscalls:?}");
+    let mut unique = syscalls.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), syscalls.len(), "a syscall number was reported twice");
+
+    let cat = events.iter().find_map(|e| match e {
+        Event::Exec(x) if x.argv.first().map(String::as_str) == Some("cat") => Some(x),
+        _ => None,
+    });
+    let cat = cat.unwrap_or_else(|| panic!("no exec of cat in {events:#?}"));
+    assert_eq!(cat.argv, ["cat", "/etc/hostname"]);
+    assert!(cat.exe_path.as_deref().unwrap().ends_with("bin/cat"), "{cat:?}");
+    assert_eq!(cat.parent_comm, "bash");
+    assert_eq!(cat.process.exec_session, None);
+
+    let hostname = events.iter().any(|e| {
+        matches!(e, Event::File(f) if f.path.as_deref() == Some("/etc/hostname")
+            && f.access.read && !f.access.write && f.result >= 0)
+    });
+    assert!(hostname, "no read open of /etc/hostname in {events:#?}");
+
+    let connect = events.iter().any(|e| {
+        matches!(e, Event::Net(n) if n.direction == NetDirection::Connect
+            && n.protocol == Protocol::Tcp && n.port == port
+            && n.addr == std::net::IpAddr::from([127, 0, 0, 1]) && n.verdict == Verdict::Observed)
+    });
+    assert!(connect, "no connect to 127.0.0.1:{port} in {events:#?}");
+    assert_eq!(reg.lost_events().unwrap(), 0);
+    reg.unregister().unwrap();
+}
+
+#[test]
+fn enforce_kills_unknown_execs_and_blocks_unknown_connects() {
+    require_privileges!();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let fx = Fixture::new("enforce");
+    let node = fx.open();
+    let allowed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let denied = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (p1, p2) = (allowed.local_addr().unwrap().port(), denied.local_addr().unwrap().port());
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("marker");
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{p1} && echo ok1; exec 4<>/dev/tcp/127.0.0.1/{p2} \
+         || echo blocked2; touch {m}; echo after",
+        m = marker.display()
+    );
+    let (dir, id) = fx.cgroup("enforced");
+    let mut child = spawn_held(&dir, &script);
+    let bash = fs::canonicalize("/bin/bash").unwrap().to_string_lossy().into_owned();
+    let req = RegisterRequest {
+        cgroup_id: id,
+        init_pid: child.id(),
+        mode: Mode::Enforce,
+        watch_syscalls: false,
+        exec_allow: vec![ExecRule::Path(bash)],
+        net_allow: vec![NetRule {
+            direction: NetDirection::Connect,
+            protocol: Protocol::Tcp,
+            addr: [127, 0, 0, 1].into(),
+            prefix_len: 32,
+            port: Some(p1),
+        }],
+    };
+    let mut reg = node.register(&req).unwrap();
+    assert!(!node.syscall_hooks_attached(), "enforce alone must not attach sys_enter");
+    let mut reader = reg.take_events().unwrap().unwrap();
+    release(&mut child);
+    let (_, out) = finish(child);
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["ok1", "blocked2", "after"]);
+    assert!(!marker.exists(), "the killed touch ran");
+    let events = drain_for(&mut reader, Duration::from_millis(300));
+    let killed = events.iter().any(|e| {
+        matches!(e, Event::Exec(x) if x.verdict == Verdict::Killed
+            && x.exe_path.as_deref().is_some_and(|p| p.ends_with("bin/touch")))
+    });
+    assert!(killed, "no killed exec of touch in {events:#?}");
+    let blocked = events.iter().any(|e| {
+        matches!(e, Event::Net(n) if n.verdict == Verdict::Blocked && n.port == p2)
+    });
+    assert!(blocked, "no blocked connect to {p2} in {events:#?}");
+
+    // Another cgroup is not affected.
+    let (other, _) = fx.cgroup("other");
+    let mut child = spawn_held(&other, &script);
+    release(&mut child);
+    let (_, out) = finish(child);
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["ok1", "after"]);
+    assert!(marker.exists(), "touch outside the enforced cgroup must run");
+    reg.unregister().unwrap();
+}
+
+#[test]
+fn sys_enter_follows_learners_and_nodes_share_programs() {
+    require_privileges!();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let fx = Fixture::new("share");
+    let first = fx.open();
+    let exec_prog = prog_id(&first.pin_dir().join("progs/vigil_sched_exec"));
+    let second = fx.open();
+    assert_eq!(first.pin_dir(), second.pin_dir());
+    assert_eq!(exec_prog, prog_id(&second.pin_dir().join("progs/vigil_sched_exec")));
+    let sys_enter = prog_id(&first.pin_dir().join("progs/vigil_sys_enter"));
+    assert!(!kernel_has_link(sys_enter), "sys_enter attached with no learner");
+
+    let (dir, id) = fx.cgroup("learner");
+    let mut child = spawn_held(&dir, "true");
+    let mut reg = second.register(&learn(id, child.id())).unwrap();
+    assert!(kernel_has_link(sys_enter), "sys_enter not attached while learning");
+    assert!(first.syscall_hooks_attached());
+    let mut reader = reg.take_events().unwrap().unwrap();
+    reg.unregister().unwrap();
+    assert!(!kernel_has_link(sys_enter), "sys_enter still attached after the learner left");
+
+    // Nothing is recorded after unregister.
+    release(&mut child);
+    finish(child);
+    assert_eq!(drain_for(&mut reader, Duration::from_millis(200)), vec![]);
+}
+
+#[test]
+fn reconcile_drops_a_crashed_shims_registration() {
+    require_privileges!();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let fx = Fixture::new("reconcile");
+    let node = fx.open();
+    let sys_enter = prog_id(&node.pin_dir().join("progs/vigil_sys_enter"));
+    let (dir, id) = fx.cgroup("crashed");
+    let mut child = spawn_held(&dir, "true");
+    let reg = node.register(&learn(id, child.id())).unwrap();
+    drop(reg); // the shim "crashes": no unregister
+    release(&mut child);
+    finish(child);
+    fs::remove_dir(&dir).unwrap();
+    assert!(kernel_has_link(sys_enter));
+    let reopened = fx.open(); // a later shim's start reconciles
+    assert!(!kernel_has_link(sys_enter), "a vanished learner kept sys_enter attached");
+    assert!(!reopened.pin_dir().join(format!("links/cg-{id}")).exists());
+}
+
+/// The id of a pinned program, from bpftool.
+fn prog_id(pin: &Path) -> u64 {
+    let out = Command::new("bpftool").args(["-j", "prog", "show", "pinned"]).arg(pin).output();
+    let out = out.expect("bpftool");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+    v["id"].as_u64().expect("program id")
+}
+
+/// Whether the kernel has a link for program `id` (independent of vigil's own pins).
+fn kernel_has_link(id: u64) -> bool {
+    let out = Command::new("bpftool").args(["-j", "link", "show"]).output().expect("bpftool");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v.as_array().into_iter().flatten().any(|l| l["prog_id"].as_u64() == Some(id))
+}
