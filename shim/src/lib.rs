@@ -4,6 +4,7 @@ pub mod audit;
 pub mod bpf;
 pub mod cli;
 pub mod guard;
+pub mod image;
 pub mod mode;
 pub mod node_caps;
 pub mod config;
