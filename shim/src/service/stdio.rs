@@ -87,8 +87,8 @@ pub async fn wait_drained(mut drained: watch::Receiver<bool>, limit: Duration) -
 
 /// How a process about to be launched gets its stdio.
 pub enum Wiring {
-    /// Pipes, already copying.
-    Pipes(ProcessIo),
+    /// Pipes, copying once runc succeeded.
+    Pipes(PendingPipes),
     /// A console socket runc will send the pty master to.
     Console(ConsoleSocket),
 }
@@ -120,7 +120,7 @@ impl Wiring {
     /// After runc returned: the copiers (receiving the pty master for a terminal).
     pub async fn finish(self, paths: &StdioPaths) -> TaskResult<ProcessIo> {
         match self {
-            Wiring::Pipes(io) => Ok(io),
+            Wiring::Pipes(pending) => Ok(pending.start()),
             Wiring::Console(s) => {
                 attach_console(s.receive_master(CONSOLE_LIMIT).await?, paths).await
             }
@@ -128,21 +128,50 @@ impl Wiring {
     }
 }
 
-/// Opens the fifos and makes the pipes for a process without a terminal.
-pub async fn open_pipes(paths: &StdioPaths) -> TaskResult<(ProcessStdio, ProcessIo)> {
-    let mut stdio = ProcessStdio::default();
-    let mut tasks = Vec::new();
-    let mut outputs = Vec::new();
-    let stdin_hold = match paths.stdin.as_str() {
-        "" => None,
-        path => {
-            let (fifo, hold) = open_stdin_fifo(path)?;
-            let (tx, rx) = pipe::pipe().map_err(|e| TaskError::io("create stdin pipe", e))?;
-            stdio.stdin = Some(blocking(rx.into_blocking_fd(), "stdin pipe")?);
+/// Opened fifos and pipes whose copying starts once runc succeeded: output runc itself
+/// writes on failure must not reach the container's log (the Go shim copies only then too).
+pub struct PendingPipes {
+    stdin: Option<(pipe::Receiver, pipe::Sender, pipe::Sender)>,
+    outputs: Vec<(pipe::Receiver, Output)>,
+}
+
+impl PendingPipes {
+    /// Starts the copy tasks.
+    pub fn start(self) -> ProcessIo {
+        let mut tasks = Vec::new();
+        let stdin_hold = self.stdin.map(|(fifo, hold, tx)| {
             tasks.push(tokio::spawn(copy_then_close(fifo, tx)).abort_handle());
-            Some(hold)
+            hold
+        });
+        let outputs = self
+            .outputs
+            .into_iter()
+            .map(|(rx, dest)| tokio::spawn(copy_then_close(rx, dest)))
+            .collect();
+        let (drained, handles) = supervise(outputs, None);
+        tasks.extend(handles);
+        ProcessIo {
+            stdin_hold,
+            console: Weak::new(),
+            drained,
+            tasks,
         }
+    }
+}
+
+/// Opens the fifos and makes the pipes for a process without a terminal.
+pub async fn open_pipes(paths: &StdioPaths) -> TaskResult<(ProcessStdio, PendingPipes)> {
+    let mut stdio = ProcessStdio::default();
+    let mut pending = PendingPipes {
+        stdin: None,
+        outputs: Vec::new(),
     };
+    if !paths.stdin.is_empty() {
+        let (fifo, hold) = open_stdin_fifo(&paths.stdin)?;
+        let (tx, rx) = pipe::pipe().map_err(|e| TaskError::io("create stdin pipe", e))?;
+        stdio.stdin = Some(blocking(rx.into_blocking_fd(), "stdin pipe")?);
+        pending.stdin = Some((fifo, hold, tx));
+    }
     for (path, slot) in [
         (&paths.stdout, &mut stdio.stdout),
         (&paths.stderr, &mut stdio.stderr),
@@ -153,17 +182,9 @@ pub async fn open_pipes(paths: &StdioPaths) -> TaskResult<(ProcessStdio, Process
         let dest = open_output(path).await?;
         let (tx, rx) = pipe::pipe().map_err(|e| TaskError::io("create output pipe", e))?;
         *slot = Some(blocking(tx.into_blocking_fd(), "output pipe")?);
-        outputs.push(tokio::spawn(copy_then_close(rx, dest)));
+        pending.outputs.push((rx, dest));
     }
-    let (drained, handles) = supervise(outputs, None);
-    tasks.extend(handles);
-    let io = ProcessIo {
-        stdin_hold,
-        console: Weak::new(),
-        drained,
-        tasks,
-    };
-    Ok((stdio, io))
+    Ok((stdio, pending))
 }
 
 /// Joins a pty master (received from runc) to the fifos.
