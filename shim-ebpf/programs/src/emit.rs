@@ -44,6 +44,22 @@ pub fn send<T>(slot: u32, record: &T) {
     }
 }
 
+/// Sends the first `len` bytes of `record` (a record whose tail is unused), counting a loss
+/// like [`send`]. `len` is clamped to the record's size.
+#[inline(always)]
+pub fn send_prefix<T>(slot: u32, record: &T, len: usize) {
+    let len = len.min(core::mem::size_of::<T>());
+    // SAFETY: `record` is a live T; the slice covers at most its size_of::<T>() bytes.
+    let bytes = unsafe { core::slice::from_raw_parts((record as *const T).cast::<u8>(), len) };
+    let sent = match VIGIL_RINGS.get(slot) {
+        Some(ring) => ring.output_untyped::<[u8]>(bytes, 0).is_ok(),
+        None => false,
+    };
+    if !sent {
+        count_lost(slot);
+    }
+}
+
 #[inline(always)]
 fn count_lost(slot: u32) {
     if let Some(counter) = VIGIL_LOST.get_ptr_mut(slot) {

@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use vigil_ebpf_common::{
     access, container_flags, path_flags, Container, EventKind, FileEvent, PendingOpen,
-    SyscallEvent, Task, MAX_SYSCALLS, SESSION_EXEC, SESSION_MAIN,
+    SyscallEvent, Task, MAX_SYSCALLS, NAME_LEN, PATH_DEPTH, SESSION_EXEC, SESSION_MAIN,
 };
 
 use crate::{
@@ -153,9 +153,20 @@ pub fn vigil_sys_exit(ctx: RawTracePointContext) -> i32 {
     };
     let kind = EventKind::File as u32 | (ev.access as u32) << 8 | ((ret < 0) as u32) << 16;
     if emit::first_time(pending.generation, kind, hash) {
-        emit::send(pending.slot, ev);
+        emit::send_prefix(pending.slot, ev, used_len(ev));
     }
     0
+}
+
+/// Bytes of `ev` that carry data: the resolved path's used names only (a failed open has
+/// none). Keeps a storm of new files within the ring buffer's bandwidth.
+#[inline(always)]
+fn used_len(ev: &FileEvent) -> usize {
+    let names = core::mem::offset_of!(FileEvent, path.names);
+    if ev.flags & path_flags::UNRESOLVED != 0 {
+        return names;
+    }
+    names + (ev.path.depth as usize & (PATH_DEPTH * 2 - 1)) * NAME_LEN
 }
 
 #[inline(always)]

@@ -224,8 +224,21 @@ fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
+/// Reads a record the kernel may have sent without its unused tail (see `send_prefix`):
+/// the missing bytes read as zero. At least the header must be there.
 fn read_boxed<T: Copy>(bytes: &[u8]) -> Option<Box<T>> {
-    read::<T>(bytes).map(Box::new)
+    if bytes.len() < size_of::<EventHeader>() {
+        return None;
+    }
+    // SAFETY: T is a #[repr(C)] record of integers and byte arrays, for which all-zero bytes
+    // are a valid value.
+    let mut record: Box<T> = Box::new(unsafe { std::mem::zeroed() });
+    let len = bytes.len().min(size_of::<T>());
+    // SAFETY: copies `len` bytes, within both the source slice and the boxed T.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut *record).cast::<u8>(), len)
+    };
+    Some(record)
 }
 
 fn process(h: &EventHeader) -> Process {
