@@ -30,7 +30,7 @@ use super::create;
 use super::error::{TaskError, TaskResult};
 use super::events::{timestamp, EventSink};
 use super::exits::ExitBook;
-use super::process::Exited;
+use super::process::{Exited, Status};
 use super::reaper::{Exit, Reaper};
 use crate::guard::Guard;
 
@@ -323,6 +323,9 @@ impl Task for TaskService {
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
         let p = self.container(&req.id)?.process(&req.exec_id)?;
+        if p.status() == Status::Stopped {
+            return Err(TaskError::Internal("cannot resize a stopped container".into()).into());
+        }
         let resized = p
             .with_io(|io| io.resize(req.width, req.height))
             .unwrap_or(Ok(()));
