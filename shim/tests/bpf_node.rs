@@ -14,7 +14,7 @@ use std::{
 };
 
 use vigil_shim::bpf::{
-    cgroup2_mount, cgroup_id, Event, ExecRule, Mode, NetDirection, NetRule, Node, Protocol,
+    cgroup2_mount, cgroup_id, Event, ExecInfo, ExecRule, Mode, NetDirection, NetRule, Node, Protocol,
     RegisterRequest, Verdict,
 };
 
@@ -129,10 +129,15 @@ fn remove_tree(dir: &Path, cgroups: bool) {
 /// Starts `bash -c script` inside `cgroup`, held before its exec until [`release`] (like a
 /// container's init after `runc create`).
 fn spawn_held(cgroup: &Path, script: &str) -> Child {
+    spawn_held_exec(cgroup, &format!("/bin/bash -c '{script}'"))
+}
+
+/// Like [`spawn_held`], exec'ing `command` (a shell word list) when released.
+fn spawn_held_exec(cgroup: &Path, command: &str) -> Child {
     let procs = cgroup.join("cgroup.procs");
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
-        .arg(format!("read _ && exec /bin/bash -c '{script}'"))
+        .arg(format!("read _ && exec {command}"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -340,6 +345,89 @@ fn reconcile_drops_a_crashed_shims_registration() {
     let reopened = fx.open(); // a later shim's start reconciles
     assert!(!kernel_has_link(sys_enter), "a vanished learner kept sys_enter attached");
     assert!(!reopened.pin_dir().join(format!("links/cg-{id}")).exists());
+}
+
+#[test]
+fn busybox_applets_exec_sessions_and_renames() {
+    require_privileges!();
+    if !Path::new(BUSYBOX).exists() {
+        eprintln!("skipping: {BUSYBOX} missing (package busybox-static)");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let fx = Fixture::new("busybox");
+    let node = fx.open();
+    let (dir, id) = fx.cgroup("learner");
+    let mut init = spawn_held_exec(&dir, &format!("{BUSYBOX} sh -c 'id -u >/dev/null; sleep 1'"));
+    let mut reg = node.register(&learn(id, init.id())).unwrap();
+    let mut reader = reg.take_events().unwrap().unwrap();
+    release(&mut init);
+    // A second process entering the cgroup from outside, like `runc exec`.
+    let mut session = spawn_held_exec(&dir, "/bin/cat /etc/hostname");
+    let session_pid = session.id();
+    release(&mut session);
+    finish(session);
+    finish(init);
+    let events = drain_for(&mut reader, Duration::from_millis(300));
+
+    let sleep = exec_with_argv0(&events, "sleep").expect("exec of the sleep applet");
+    assert_eq!(sleep.invoked, "/proc/self/exe");
+    assert_eq!(sleep.exe_path.as_deref(), Some(BUSYBOX));
+    assert_eq!(sleep.process.exec_session, None);
+    let renamed = events.iter().any(|e| {
+        matches!(e, Event::Rename { process, new_comm } if new_comm == "id"
+            && process.exec_session.is_none())
+    });
+    assert!(renamed, "no rename to `id` (busybox no-exec applet) in {events:#?}");
+    let cat = exec_with_argv0(&events, "/bin/cat").expect("exec in the session");
+    assert_eq!((cat.process.pid, cat.process.exec_session), (session_pid, Some(session_pid)));
+    reg.unregister().unwrap();
+}
+
+#[test]
+fn enforce_tells_busybox_applets_apart() {
+    require_privileges!();
+    if !Path::new(BUSYBOX).exists() {
+        eprintln!("skipping: {BUSYBOX} missing (package busybox-static)");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let fx = Fixture::new("applets");
+    let node = fx.open();
+    let (dir, id) = fx.cgroup("enforced");
+    let script = "cat /etc/hostname >/dev/null && echo cat-ok; nc -w1 127.0.0.1 9 </dev/null; \
+                  echo after";
+    let mut child = spawn_held_exec(&dir, &format!("{BUSYBOX} sh -c '{script}'"));
+    let applet = |name: &str| ExecRule::Applet { path: BUSYBOX.into(), name: name.into() };
+    let req = RegisterRequest {
+        cgroup_id: id,
+        init_pid: child.id(),
+        mode: Mode::Enforce,
+        watch_syscalls: false,
+        exec_allow: vec![applet("busybox"), applet("cat")],
+        net_allow: vec![],
+    };
+    let mut reg = node.register(&req).unwrap();
+    let mut reader = reg.take_events().unwrap().unwrap();
+    release(&mut child);
+    let (_, out) = finish(child);
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["cat-ok", "after"]);
+    let events = drain_for(&mut reader, Duration::from_millis(300));
+    let nc = exec_with_argv0(&events, "nc").expect("exec of nc");
+    assert_eq!((nc.verdict, nc.exe_path.as_deref()), (Verdict::Killed, Some(BUSYBOX)));
+    assert_eq!(nc.argv, ["nc", "-w1", "127.0.0.1", "9"]);
+    assert_eq!(exec_with_argv0(&events, "cat").map(|c| c.verdict), Some(Verdict::Allowed));
+    reg.unregister().unwrap();
+}
+
+/// Debian's busybox-static, resolved (merged /usr: /bin -> usr/bin).
+const BUSYBOX: &str = "/usr/bin/busybox";
+
+fn exec_with_argv0<'a>(events: &'a [Event], argv0: &str) -> Option<&'a ExecInfo> {
+    events.iter().find_map(|e| match e {
+        Event::Exec(x) if x.argv.first().map(String::as_str) == Some(argv0) => Some(x),
+        _ => None,
+    })
 }
 
 /// The id of a pinned program, from bpftool.
