@@ -37,7 +37,11 @@ fn run() -> Result<(), String> {
     let manifest = PathBuf::from(env_var("CARGO_MANIFEST_DIR")?);
     let programs = manifest.join("../shim-ebpf/programs");
     let common = manifest.join("../shim-ebpf/common");
-    for path in [programs.join("src"), programs.join("Cargo.toml"), common.join("src")] {
+    for path in [
+        programs.join("src"),
+        programs.join("Cargo.toml"),
+        common.join("src"),
+    ] {
         println!("cargo:rerun-if-changed={}", path.display());
     }
     println!("cargo:rerun-if-env-changed={STUB_ENV}");
@@ -84,12 +88,14 @@ fn find_bpf_linker() -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = env::var_os("PATH")
         .map(|p| env::split_paths(&p).collect())
         .unwrap_or_default();
-    if let Some(home) = env::var_os("CARGO_HOME").or_else(|| {
-        env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo").into_os_string())
-    }) {
+    if let Some(home) = env::var_os("CARGO_HOME")
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo").into_os_string()))
+    {
         dirs.push(PathBuf::from(home).join("bin"));
     }
-    dirs.into_iter().map(|d| d.join("bpf-linker")).find(|p| p.is_file())
+    dirs.into_iter()
+        .map(|d| d.join("bpf-linker"))
+        .find(|p| p.is_file())
 }
 
 /// `<target>/vigil-ebpf`: beside the outer build's folders, never inside a locked one.
@@ -104,24 +110,43 @@ fn build_programs(programs: &Path, out_dir: &Path, linker: &Path) -> Result<Path
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(programs)
-        .args(["build", "--release", "--target", TARGET, "-Z", "build-std=core"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            TARGET,
+            "-Z",
+            "build-std=core",
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .env("RUSTC_BOOTSTRAP", "1")
         .env("PATH", path_with(linker))
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            ["--cfg=bpf_target_arch=\"x86_64\"", "-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
+            [
+                "--cfg=bpf_target_arch=\"x86_64\"",
+                "-Cdebuginfo=2",
+                "-Clink-arg=--btf",
+            ]
+            .join("\x1f"),
         );
     // Use the outer build's toolchain, without its wrappers or flags.
-    for key in ["RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTFLAGS", "CARGO_TARGET_DIR"] {
+    for key in [
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+    ] {
         cmd.env_remove(key);
     }
     match sibling_rustc(&cargo) {
         Some(rustc) => cmd.env("RUSTC", rustc),
         None => cmd.env_remove("RUSTC"),
     };
-    let status = cmd.status().map_err(|e| format!("run {cargo:?} build: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("run {cargo:?} build: {e}"))?;
     if !status.success() {
         return Err(format!(
             "`cargo build --target {TARGET}` in {} exited with {status}; the errors are above \

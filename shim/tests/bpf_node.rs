@@ -14,8 +14,8 @@ use std::{
 };
 
 use vigil_shim::bpf::{
-    cgroup2_mount, cgroup_id, Event, ExecInfo, ExecRule, Mode, NetDirection, NetRule, Node, Protocol,
-    RegisterRequest, Verdict,
+    cgroup2_mount, cgroup_id, Event, ExecInfo, ExecRule, Mode, NetDirection, NetRule, Node,
+    Protocol, RegisterRequest, Verdict,
 };
 
 /// The tests share kernel state (tracepoints, cgroups): one at a time.
@@ -50,7 +50,9 @@ fn ensure_bpffs() -> bool {
     if is_bpffs() {
         return true;
     }
-    let _ = Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]).status();
+    let _ = Command::new("mount")
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .status();
     is_bpffs()
 }
 
@@ -105,7 +107,9 @@ impl Drop for Fixture {
 
 /// Removes pins (files) or cgroups (dirs only; their processes are killed first).
 fn remove_tree(dir: &Path, cgroups: bool) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
@@ -154,7 +158,10 @@ fn release(child: &mut Child) {
 
 fn finish(child: Child) -> (i32, String) {
     let out = child.wait_with_output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 fn drain_for(reader: &mut vigil_shim::bpf::EventReader, wait: Duration) -> Vec<Event> {
@@ -210,7 +217,11 @@ fn learning_records_syscalls_exec_files_and_connects() {
     let mut unique = syscalls.clone();
     unique.sort_unstable();
     unique.dedup();
-    assert_eq!(unique.len(), syscalls.len(), "a syscall number was reported twice");
+    assert_eq!(
+        unique.len(),
+        syscalls.len(),
+        "a syscall number was reported twice"
+    );
 
     let cat = events.iter().find_map(|e| match e {
         Event::Exec(x) if x.argv.first().map(String::as_str) == Some("cat") => Some(x),
@@ -218,7 +229,10 @@ fn learning_records_syscalls_exec_files_and_connects() {
     });
     let cat = cat.unwrap_or_else(|| panic!("no exec of cat in {events:#?}"));
     assert_eq!(cat.argv, ["cat", "/etc/hostname"]);
-    assert!(cat.exe_path.as_deref().unwrap().ends_with("bin/cat"), "{cat:?}");
+    assert!(
+        cat.exe_path.as_deref().unwrap().ends_with("bin/cat"),
+        "{cat:?}"
+    );
     assert_eq!(cat.parent_comm, "bash");
     assert_eq!(cat.process.exec_session, None);
 
@@ -246,7 +260,10 @@ fn enforce_kills_unknown_execs_and_blocks_unknown_connects() {
     let node = fx.open();
     let allowed = TcpListener::bind("127.0.0.1:0").unwrap();
     let denied = TcpListener::bind("127.0.0.1:0").unwrap();
-    let (p1, p2) = (allowed.local_addr().unwrap().port(), denied.local_addr().unwrap().port());
+    let (p1, p2) = (
+        allowed.local_addr().unwrap().port(),
+        denied.local_addr().unwrap().port(),
+    );
     let scratch = tempfile::tempdir().unwrap();
     let marker = scratch.path().join("marker");
     let script = format!(
@@ -256,7 +273,10 @@ fn enforce_kills_unknown_execs_and_blocks_unknown_connects() {
     );
     let (dir, id) = fx.cgroup("enforced");
     let mut child = spawn_held(&dir, &script);
-    let bash = fs::canonicalize("/bin/bash").unwrap().to_string_lossy().into_owned();
+    let bash = fs::canonicalize("/bin/bash")
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let req = RegisterRequest {
         cgroup_id: id,
         init_pid: child.id(),
@@ -272,11 +292,17 @@ fn enforce_kills_unknown_execs_and_blocks_unknown_connects() {
         }],
     };
     let mut reg = node.register(&req).unwrap();
-    assert!(!node.syscall_hooks_attached(), "enforce alone must not attach sys_enter");
+    assert!(
+        !node.syscall_hooks_attached(),
+        "enforce alone must not attach sys_enter"
+    );
     let mut reader = reg.take_events().unwrap().unwrap();
     release(&mut child);
     let (_, out) = finish(child);
-    assert_eq!(out.lines().collect::<Vec<_>>(), ["ok1", "blocked2", "after"]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["ok1", "blocked2", "after"]
+    );
     assert!(!marker.exists(), "the killed touch ran");
     let events = drain_for(&mut reader, Duration::from_millis(300));
     let killed = events.iter().any(|e| {
@@ -284,9 +310,9 @@ fn enforce_kills_unknown_execs_and_blocks_unknown_connects() {
             && x.exe_path.as_deref().is_some_and(|p| p.ends_with("bin/touch")))
     });
     assert!(killed, "no killed exec of touch in {events:#?}");
-    let blocked = events.iter().any(|e| {
-        matches!(e, Event::Net(n) if n.verdict == Verdict::Blocked && n.port == p2)
-    });
+    let blocked = events
+        .iter()
+        .any(|e| matches!(e, Event::Net(n) if n.verdict == Verdict::Blocked && n.port == p2));
     assert!(blocked, "no blocked connect to {p2} in {events:#?}");
 
     // Another cgroup is not affected.
@@ -295,7 +321,10 @@ fn enforce_kills_unknown_execs_and_blocks_unknown_connects() {
     release(&mut child);
     let (_, out) = finish(child);
     assert_eq!(out.lines().collect::<Vec<_>>(), ["ok1", "after"]);
-    assert!(marker.exists(), "touch outside the enforced cgroup must run");
+    assert!(
+        marker.exists(),
+        "touch outside the enforced cgroup must run"
+    );
     reg.unregister().unwrap();
 }
 
@@ -308,18 +337,30 @@ fn sys_enter_follows_learners_and_nodes_share_programs() {
     let exec_prog = prog_id(&first.pin_dir().join("progs/vigil_sched_exec"));
     let second = fx.open();
     assert_eq!(first.pin_dir(), second.pin_dir());
-    assert_eq!(exec_prog, prog_id(&second.pin_dir().join("progs/vigil_sched_exec")));
+    assert_eq!(
+        exec_prog,
+        prog_id(&second.pin_dir().join("progs/vigil_sched_exec"))
+    );
     let sys_enter = prog_id(&first.pin_dir().join("progs/vigil_sys_enter"));
-    assert!(!kernel_has_link(sys_enter), "sys_enter attached with no learner");
+    assert!(
+        !kernel_has_link(sys_enter),
+        "sys_enter attached with no learner"
+    );
 
     let (dir, id) = fx.cgroup("learner");
     let mut child = spawn_held(&dir, "true");
     let mut reg = second.register(&learn(id, child.id())).unwrap();
-    assert!(kernel_has_link(sys_enter), "sys_enter not attached while learning");
+    assert!(
+        kernel_has_link(sys_enter),
+        "sys_enter not attached while learning"
+    );
     assert!(first.syscall_hooks_attached());
     let mut reader = reg.take_events().unwrap().unwrap();
     reg.unregister().unwrap();
-    assert!(!kernel_has_link(sys_enter), "sys_enter still attached after the learner left");
+    assert!(
+        !kernel_has_link(sys_enter),
+        "sys_enter still attached after the learner left"
+    );
 
     // Nothing is recorded after unregister.
     release(&mut child);
@@ -343,7 +384,10 @@ fn reconcile_drops_a_crashed_shims_registration() {
     fs::remove_dir(&dir).unwrap();
     assert!(kernel_has_link(sys_enter));
     let reopened = fx.open(); // a later shim's start reconciles
-    assert!(!kernel_has_link(sys_enter), "a vanished learner kept sys_enter attached");
+    assert!(
+        !kernel_has_link(sys_enter),
+        "a vanished learner kept sys_enter attached"
+    );
     assert!(!reopened.pin_dir().join(format!("links/cg-{id}")).exists());
 }
 
@@ -358,7 +402,10 @@ fn busybox_applets_exec_sessions_and_renames() {
     let fx = Fixture::new("busybox");
     let node = fx.open();
     let (dir, id) = fx.cgroup("learner");
-    let mut init = spawn_held_exec(&dir, &format!("{BUSYBOX} sh -c 'id -u >/dev/null; sleep 1'"));
+    let mut init = spawn_held_exec(
+        &dir,
+        &format!("{BUSYBOX} sh -c 'id -u >/dev/null; sleep 1'"),
+    );
     let mut reg = node.register(&learn(id, init.id())).unwrap();
     let mut reader = reg.take_events().unwrap().unwrap();
     release(&mut init);
@@ -378,9 +425,15 @@ fn busybox_applets_exec_sessions_and_renames() {
         matches!(e, Event::Rename { process, new_comm } if new_comm == "id"
             && process.exec_session.is_none())
     });
-    assert!(renamed, "no rename to `id` (busybox no-exec applet) in {events:#?}");
+    assert!(
+        renamed,
+        "no rename to `id` (busybox no-exec applet) in {events:#?}"
+    );
     let cat = exec_with_argv0(&events, "/bin/cat").expect("exec in the session");
-    assert_eq!((cat.process.pid, cat.process.exec_session), (session_pid, Some(session_pid)));
+    assert_eq!(
+        (cat.process.pid, cat.process.exec_session),
+        (session_pid, Some(session_pid))
+    );
     reg.unregister().unwrap();
 }
 
@@ -398,7 +451,10 @@ fn enforce_tells_busybox_applets_apart() {
     let script = "cat /etc/hostname >/dev/null && echo cat-ok; nc -w1 127.0.0.1 9 </dev/null; \
                   echo after";
     let mut child = spawn_held_exec(&dir, &format!("{BUSYBOX} sh -c '{script}'"));
-    let applet = |name: &str| ExecRule::Applet { path: BUSYBOX.into(), name: name.into() };
+    let applet = |name: &str| ExecRule::Applet {
+        path: BUSYBOX.into(),
+        name: name.into(),
+    };
     let req = RegisterRequest {
         cgroup_id: id,
         init_pid: child.id(),
@@ -414,9 +470,15 @@ fn enforce_tells_busybox_applets_apart() {
     assert_eq!(out.lines().collect::<Vec<_>>(), ["cat-ok", "after"]);
     let events = drain_for(&mut reader, Duration::from_millis(300));
     let nc = exec_with_argv0(&events, "nc").expect("exec of nc");
-    assert_eq!((nc.verdict, nc.exe_path.as_deref()), (Verdict::Killed, Some(BUSYBOX)));
+    assert_eq!(
+        (nc.verdict, nc.exe_path.as_deref()),
+        (Verdict::Killed, Some(BUSYBOX))
+    );
     assert_eq!(nc.argv, ["nc", "-w1", "127.0.0.1", "9"]);
-    assert_eq!(exec_with_argv0(&events, "cat").map(|c| c.verdict), Some(Verdict::Allowed));
+    assert_eq!(
+        exec_with_argv0(&events, "cat").map(|c| c.verdict),
+        Some(Verdict::Allowed)
+    );
     reg.unregister().unwrap();
 }
 
@@ -432,7 +494,10 @@ fn exec_with_argv0<'a>(events: &'a [Event], argv0: &str) -> Option<&'a ExecInfo>
 
 /// The id of a pinned program, from bpftool.
 fn prog_id(pin: &Path) -> u64 {
-    let out = Command::new("bpftool").args(["-j", "prog", "show", "pinned"]).arg(pin).output();
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show", "pinned"])
+        .arg(pin)
+        .output();
     let out = out.expect("bpftool");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
     v["id"].as_u64().expect("program id")
@@ -440,7 +505,13 @@ fn prog_id(pin: &Path) -> u64 {
 
 /// Whether the kernel has a link for program `id` (independent of vigil's own pins).
 fn kernel_has_link(id: u64) -> bool {
-    let out = Command::new("bpftool").args(["-j", "link", "show"]).output().expect("bpftool");
+    let out = Command::new("bpftool")
+        .args(["-j", "link", "show"])
+        .output()
+        .expect("bpftool");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v.as_array().into_iter().flatten().any(|l| l["prog_id"].as_u64() == Some(id))
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .any(|l| l["prog_id"].as_u64() == Some(id))
 }

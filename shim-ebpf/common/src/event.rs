@@ -118,7 +118,12 @@ pub struct ResolvedPath {
 
 impl Default for ResolvedPath {
     fn default() -> Self {
-        Self { depth: 0, _pad: 0, hash: 0, names: [[0; NAME_LEN]; PATH_DEPTH] }
+        Self {
+            depth: 0,
+            _pad: 0,
+            hash: 0,
+            names: [[0; NAME_LEN]; PATH_DEPTH],
+        }
     }
 }
 

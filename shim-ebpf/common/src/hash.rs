@@ -100,6 +100,9 @@ mod tests {
         let bin = path_hash(b"/bin/busybox");
         assert_ne!(exec_name_hash(bin, b"cat"), exec_name_hash(bin, b"nc"));
         let argv = b"/bin/cat\0/etc/passwd\0";
-        assert_eq!(exec_name_hash_step(bin, argv, 5, 8), exec_name_hash(bin, b"cat"));
+        assert_eq!(
+            exec_name_hash_step(bin, argv, 5, 8),
+            exec_name_hash(bin, b"cat")
+        );
     }
 }

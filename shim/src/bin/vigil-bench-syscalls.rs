@@ -28,12 +28,19 @@ fn main() -> Result<()> {
     match args.get(1).map(String::as_str) {
         Some("--loop") => child_loop(parse(args.get(2))?),
         Some("--storm") => child_storm(parse(args.get(2))?),
-        other => bench(other.map(|s| s.parse()).transpose()?.unwrap_or(DEFAULT_CALLS)),
+        other => bench(
+            other
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(DEFAULT_CALLS),
+        ),
     }
 }
 
 fn parse(arg: Option<&String>) -> Result<u64> {
-    arg.context("missing count")?.parse().context("count must be a number")
+    arg.context("missing count")?
+        .parse()
+        .context("count must be a number")
 }
 
 /// ns per getppid over `calls` calls.
@@ -72,12 +79,17 @@ fn bench(calls: u64) -> Result<()> {
     println!("getppid loop, {calls} calls, ns per call (lower is better)");
     row("outside, no vigil programs loaded", getppid_ns(calls));
     let node = Node::open(&fx.pins).context("open node")?;
-    row("outside, programs loaded, nothing learning", getppid_ns(calls));
+    row(
+        "outside, programs loaded, nothing learning",
+        getppid_ns(calls),
+    );
 
     let dir = fx.cgroup("learner")?;
     let exe = std::env::current_exe()?;
     let mut child = spawn_held(&dir, &exe, &format!("--loop {calls}"))?;
-    let mut reg = node.register(&learner(&dir, child.id())?).context("register learner")?;
+    let mut reg = node
+        .register(&learner(&dir, child.id())?)
+        .context("register learner")?;
     let mut events = reg.take_events()?.context("event reader")?;
     row("outside, one container learning", getppid_ns(calls));
     release(&mut child)?;
@@ -93,7 +105,9 @@ fn bench(calls: u64) -> Result<()> {
 fn storm(fx: &Fixture, node: &Node, exe: &Path) -> Result<()> {
     let dir = fx.cgroup("storm")?;
     let mut child = spawn_held(&dir, exe, &format!("--storm {STORM_CALLS}"))?;
-    let mut reg = node.register(&learner(&dir, child.id())?).context("register storm")?;
+    let mut reg = node
+        .register(&learner(&dir, child.id())?)
+        .context("register storm")?;
     let mut reader = reg.take_events()?.context("event reader")?;
     let mut batch = Vec::new();
     let (mut files, start) = (0u64, Instant::now());
@@ -106,8 +120,14 @@ fn storm(fx: &Fixture, node: &Node, exe: &Path) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let rate = read_line(child)?;
     println!("\nstorm: {STORM_CALLS} opens of distinct missing paths in one learning container");
-    println!("  container syscall rate        {:>12} opens/s", rate.trim());
-    println!("  file events received         {files:>12} ({:.0} events/s)", files as f64 / secs);
+    println!(
+        "  container syscall rate        {:>12} opens/s",
+        rate.trim()
+    );
+    println!(
+        "  file events received         {files:>12} ({:.0} events/s)",
+        files as f64 / secs
+    );
     println!("  events lost (ring full)      {:>12}", reg.lost_events()?);
     reg.unregister()?;
     Ok(())
@@ -123,7 +143,11 @@ fn count_files(reader: &mut vigil_shim::bpf::EventReader, batch: &mut Vec<Event>
 /// as the shim's async reader does, instead of spinning on the shared CPUs.
 fn wait_readable(reader: &vigil_shim::bpf::EventReader, ms: i32) {
     use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd { fd: reader.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: reader.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd for the ring buffer's descriptor, which outlives the call.
     unsafe { libc::poll(&mut pfd, 1, ms) };
 }
@@ -159,7 +183,11 @@ fn spawn_held(cgroup: &Path, exe: &Path, args: &str) -> Result<Child> {
 }
 
 fn release(child: &mut Child) -> Result<()> {
-    child.stdin.take().context("child stdin")?.write_all(b"go\n")?;
+    child
+        .stdin
+        .take()
+        .context("child stdin")?
+        .write_all(b"go\n")?;
     Ok(())
 }
 
@@ -180,7 +208,10 @@ impl Fixture {
         let tag = format!("vigil-bench-{}", std::process::id());
         let cgroups = cgroup2_mount()?.join(&tag);
         fs::create_dir_all(&cgroups)?;
-        Ok(Fixture { pins: Path::new("/sys/fs/bpf").join(tag), cgroups })
+        Ok(Fixture {
+            pins: Path::new("/sys/fs/bpf").join(tag),
+            cgroups,
+        })
     }
 
     fn cgroup(&self, name: &str) -> Result<PathBuf> {

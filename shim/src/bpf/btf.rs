@@ -68,7 +68,11 @@ impl Btf {
             .to_vec();
         let start = hdr_len + type_off;
         let types = parse_types(&u32_at, start, start + type_len)?;
-        let mut btf = Btf { types, strings, structs: HashMap::new() };
+        let mut btf = Btf {
+            types,
+            strings,
+            structs: HashMap::new(),
+        };
         btf.index_structs();
         Ok(btf)
     }
@@ -134,7 +138,10 @@ impl Btf {
 }
 
 fn btf_error(path: &Path, reason: String) -> BpfError {
-    BpfError::Btf { path: path.to_path_buf(), reason }
+    BpfError::Btf {
+        path: path.to_path_buf(),
+        reason,
+    }
 }
 
 /// Walks the type section; entry 0 is the implicit void type.
@@ -143,7 +150,12 @@ fn parse_types(
     mut pos: usize,
     end: usize,
 ) -> std::result::Result<Vec<Type>, String> {
-    let mut types = vec![Type { name: 0, kind: 0, target: 0, members: Vec::new() }];
+    let mut types = vec![Type {
+        name: 0,
+        kind: 0,
+        target: 0,
+        members: Vec::new(),
+    }];
     while pos < end {
         let (name, info, target) = (u32_at(pos)?, u32_at(pos + 4)?, u32_at(pos + 8)?);
         pos += 12;
@@ -153,12 +165,25 @@ fn parse_types(
             for i in 0..vlen {
                 let at = pos + i * 12;
                 let raw = u32_at(at + 8)?;
-                let bit_offset = if kind_flag == 1 { raw & 0x00ff_ffff } else { raw };
-                members.push(Member { name: u32_at(at)?, type_id: u32_at(at + 4)?, bit_offset });
+                let bit_offset = if kind_flag == 1 {
+                    raw & 0x00ff_ffff
+                } else {
+                    raw
+                };
+                members.push(Member {
+                    name: u32_at(at)?,
+                    type_id: u32_at(at + 4)?,
+                    bit_offset,
+                });
             }
         }
         pos += trailing_bytes(kind, vlen)?;
-        types.push(Type { name, kind, target, members });
+        types.push(Type {
+            name,
+            kind,
+            target,
+            members,
+        });
     }
     Ok(types)
 }
@@ -166,11 +191,11 @@ fn parse_types(
 /// Bytes that follow a type's 12-byte header, per kind (btf.rst, "Type Encoding").
 fn trailing_bytes(kind: u32, vlen: usize) -> std::result::Result<usize, String> {
     Ok(match kind {
-        1 | 14 | 17 => 4,          // INT, VAR, DECL_TAG
-        3 => 12,                   // ARRAY
+        1 | 14 | 17 => 4,             // INT, VAR, DECL_TAG
+        3 => 12,                      // ARRAY
         4 | 5 | 15 | 19 => vlen * 12, // STRUCT, UNION, DATASEC, ENUM64
-        6 | 13 => vlen * 8,        // ENUM, FUNC_PROTO
-        2 | 7..=12 | 16 | 18 => 0, // PTR, FWD, TYPEDEF, modifiers, FUNC, FLOAT, TYPE_TAG
+        6 | 13 => vlen * 8,           // ENUM, FUNC_PROTO
+        2 | 7..=12 | 16 | 18 => 0,    // PTR, FWD, TYPEDEF, modifiers, FUNC, FLOAT, TYPE_TAG
         other => return Err(format!("unknown BTF kind {other}")),
     })
 }

@@ -29,7 +29,9 @@ fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
         if right.split_whitespace().next()? != "cgroup2" {
             return None;
         }
-        left.split_whitespace().nth(4).map(|p| PathBuf::from(unescape(p)))
+        left.split_whitespace()
+            .nth(4)
+            .map(|p| PathBuf::from(unescape(p)))
     })
 }
 
@@ -65,7 +67,9 @@ pub fn cgroup_path_of(pid: u32) -> Result<PathBuf> {
 
 /// The id of the cgroup directory `dir`.
 pub fn cgroup_id(dir: &Path) -> Result<u64> {
-    fs::metadata(dir).map(|m| m.ino()).map_err(|e| BpfError::io("stat cgroup", dir, e))
+    fs::metadata(dir)
+        .map(|m| m.ino())
+        .map_err(|e| BpfError::io("stat cgroup", dir, e))
 }
 
 /// The id of `pid`'s cgroup2 cgroup.
@@ -104,10 +108,19 @@ mod tests {
     fn finds_hybrid_and_pure_mounts() {
         let hybrid = "30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
                       31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw\n";
-        assert_eq!(parse_cgroup2_mount(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            parse_cgroup2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
         let pure = "29 23 0:26 / /sys/fs/cgroup rw shared:4 - cgroup2 cgroup2 rw\n";
-        assert_eq!(parse_cgroup2_mount(pure), Some(PathBuf::from("/sys/fs/cgroup")));
-        assert_eq!(parse_cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/sda rw\n"), None);
+        assert_eq!(
+            parse_cgroup2_mount(pure),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            parse_cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/sda rw\n"),
+            None
+        );
     }
 
     #[test]

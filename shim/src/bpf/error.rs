@@ -23,7 +23,9 @@ pub enum BpfError {
         source: io::Error,
     },
     /// The kernel's BTF could not be read or lacks a field the programs need.
-    #[error("read kernel BTF {path}: {reason} (vigil needs a kernel built with CONFIG_DEBUG_INFO_BTF)")]
+    #[error(
+        "read kernel BTF {path}: {reason} (vigil needs a kernel built with CONFIG_DEBUG_INFO_BTF)"
+    )]
     Btf { path: PathBuf, reason: String },
     /// The object could not be loaded.
     #[error("load vigil's eBPF object: {0}")]
@@ -38,10 +40,18 @@ pub enum BpfError {
     },
     /// A link could not be pinned or opened.
     #[error("{what} link {path}: {reason}")]
-    Link { what: &'static str, path: PathBuf, reason: String },
+    Link {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     /// A map could not be found, pinned, opened, read or written.
     #[error("{what} map {name}: {reason}")]
-    Map { what: &'static str, name: String, reason: String },
+    Map {
+        what: &'static str,
+        name: String,
+        reason: String,
+    },
     /// Every container slot is taken.
     #[error("no free container slot: all {0} slots of this node are registered")]
     NoSlot(u32),
@@ -61,11 +71,19 @@ pub enum BpfError {
 
 impl BpfError {
     pub(crate) fn map(what: &'static str, name: &str, reason: impl std::fmt::Display) -> Self {
-        Self::Map { what, name: name.to_string(), reason: reason.to_string() }
+        Self::Map {
+            what,
+            name: name.to_string(),
+            reason: reason.to_string(),
+        }
     }
 
     pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Self::Io { what, path: path.into(), source }
+        Self::Io {
+            what,
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn program(
@@ -73,7 +91,11 @@ impl BpfError {
         name: &str,
         source: aya::programs::ProgramError,
     ) -> Self {
-        Self::Program { what, name: name.to_string(), source: Box::new(source) }
+        Self::Program {
+            what,
+            name: name.to_string(),
+            source: Box::new(source),
+        }
     }
 }
 

@@ -193,7 +193,10 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
     Some(match EventKind::from_u32(header.kind)? {
         EventKind::Syscall => {
             let ev: SyscallEvent = read(bytes)?;
-            Event::Syscall { process: process(&ev.header), nr: ev.nr }
+            Event::Syscall {
+                process: process(&ev.header),
+                nr: ev.nr,
+            }
         }
         EventKind::Exec => {
             let ev: Box<ExecEvent> = read_boxed(bytes)?;
@@ -206,7 +209,10 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
         EventKind::Net => Event::Net(net_info(&read::<NetEvent>(bytes)?)?),
         EventKind::Rename => {
             let ev: RenameEvent = read(bytes)?;
-            Event::Rename { process: process(&ev.header), new_comm: c_str(&ev.new_comm) }
+            Event::Rename {
+                process: process(&ev.header),
+                new_comm: c_str(&ev.new_comm),
+            }
         }
         EventKind::Lsm => {
             let ev: Box<vigil_ebpf_common::LsmEvent> = read_boxed(bytes)?;
@@ -235,9 +241,7 @@ fn read_boxed<T: Copy>(bytes: &[u8]) -> Option<Box<T>> {
     let mut record: Box<T> = Box::new(unsafe { std::mem::zeroed() });
     let len = bytes.len().min(size_of::<T>());
     // SAFETY: copies `len` bytes, within both the source slice and the boxed T.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut *record).cast::<u8>(), len)
-    };
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut *record).cast::<u8>(), len) };
     Some(record)
 }
 
@@ -362,7 +366,10 @@ mod tests {
 
     #[test]
     fn joins_components_leaf_first() {
-        let mut p = ResolvedPath { depth: 2, ..ResolvedPath::default() };
+        let mut p = ResolvedPath {
+            depth: 2,
+            ..ResolvedPath::default()
+        };
         p.names[0][..7].copy_from_slice(b"busybox");
         p.names[1][..3].copy_from_slice(b"bin");
         assert_eq!(resolved(&p, 0).as_deref(), Some("/bin/busybox"));

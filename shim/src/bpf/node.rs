@@ -101,7 +101,9 @@ impl Node {
     /// this is the first shim on the node; drops registrations whose cgroup is gone.
     pub fn open(pin_root: &Path) -> Result<Node> {
         let object = super::object::bytes()?;
-        let layout = Layout { dir: pin_root.join(super::object::version()) };
+        let layout = Layout {
+            dir: pin_root.join(super::object::version()),
+        };
         fs::create_dir_all(&layout.dir)
             .map_err(|e| BpfError::io("create pin folder", &layout.dir, e))?;
         check_bpffs(&layout.dir)?;
@@ -115,7 +117,14 @@ impl Node {
         let maps = Maps::open(&layout)?;
         let cgroup2 = cgroup::cgroup2_mount()?;
         drop(_held);
-        let node = Node { inner: Arc::new(Mutex::new(Inner { layout, cgroup2, lock, maps })) };
+        let node = Node {
+            inner: Arc::new(Mutex::new(Inner {
+                layout,
+                cgroup2,
+                lock,
+                maps,
+            })),
+        };
         node.reconcile()?;
         Ok(node)
     }
@@ -137,7 +146,14 @@ impl Node {
         let mut inner = self.locked();
         let _held = Flock::exclusive(&inner.lock, &inner.layout.dir)?;
         let (slot, generation, ring) = inner.register_locked(req)?;
-        Ok(Registration::new(self.clone(), req.cgroup_id, slot, generation, req.mode, ring))
+        Ok(Registration::new(
+            self.clone(),
+            req.cgroup_id,
+            slot,
+            generation,
+            req.mode,
+            ring,
+        ))
     }
 
     /// Drops registrations whose cgroup no longer exists (a crashed shim's), their links and
@@ -147,7 +163,11 @@ impl Node {
         let mut inner = self.locked();
         let _held = Flock::exclusive(&inner.lock, &inner.layout.dir)?;
         let live = cgroup::live_cgroup_ids(&inner.cgroup2)?;
-        let stale: Vec<u64> = inner.registered()?.into_iter().filter(|id| !live.contains(id)).collect();
+        let stale: Vec<u64> = inner
+            .registered()?
+            .into_iter()
+            .filter(|id| !live.contains(id))
+            .collect();
         for id in stale {
             log::warn!("vigil: dropping registration of removed cgroup {id}");
             inner.unregister_locked(id)?;
@@ -157,7 +177,9 @@ impl Node {
     }
 
     pub(crate) fn locked(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `f` on the maps under the node lock (allow-set updates, unregister).
@@ -184,7 +206,11 @@ impl Inner {
             self.allow_net(generation, rule)?;
         }
         let ring = self.install_ring(slot)?;
-        let flags = if req.watch_syscalls { container_flags::NEEDS_SYSCALLS } else { 0 };
+        let flags = if req.watch_syscalls {
+            container_flags::NEEDS_SYSCALLS
+        } else {
+            0
+        };
         let entry = Container {
             slot,
             generation,
@@ -228,11 +254,17 @@ impl Inner {
 
     fn free_slot(&self) -> Result<u32> {
         let used: HashSet<u32> = self.entries()?.iter().map(|c| c.slot).collect();
-        (0..MAX_SLOTS).find(|s| !used.contains(s)).ok_or(BpfError::NoSlot(MAX_SLOTS))
+        (0..MAX_SLOTS)
+            .find(|s| !used.contains(s))
+            .ok_or(BpfError::NoSlot(MAX_SLOTS))
     }
 
     fn next_generation(&mut self) -> Result<u32> {
-        let last = self.maps.node.get(&0, 0).map_err(|e| BpfError::map("read", map::NODE, e))?;
+        let last = self
+            .maps
+            .node
+            .get(&0, 0)
+            .map_err(|e| BpfError::map("read", map::NODE, e))?;
         let next = match (last as u32).wrapping_add(1) {
             0 => 1,
             n => n,
@@ -255,7 +287,10 @@ impl Inner {
         let cpus = nr_cpus().map_err(|(_, e)| BpfError::io("count", "possible cpus", e))?;
         let zeros = PerCpuValues::try_from(vec![0u64; cpus])
             .map_err(|e| BpfError::map("reset", map::LOST, e))?;
-        self.maps.lost.set(slot, zeros, 0).map_err(|e| BpfError::map("reset", map::LOST, e))
+        self.maps
+            .lost
+            .set(slot, zeros, 0)
+            .map_err(|e| BpfError::map("reset", map::LOST, e))
     }
 
     /// Creates the slot's ring buffer and puts it into `VIGIL_RINGS`.
@@ -263,7 +298,10 @@ impl Inner {
         let fd = super::sys::create_ringbuf(vigil_ebpf_common::RING_BYTES)
             .map_err(|e| BpfError::map("create", "vigil_ring", e))?;
         let ring = MapData::from_fd(fd).map_err(|e| BpfError::map("open", "vigil_ring", e))?;
-        self.maps.rings.set(slot, &ring, 0).map_err(|e| BpfError::map("insert into", map::RINGS, e))?;
+        self.maps
+            .rings
+            .set(slot, &ring, 0)
+            .map_err(|e| BpfError::map("insert into", map::RINGS, e))?;
         Ok(ring)
     }
 
@@ -271,7 +309,11 @@ impl Inner {
     /// tier's bprm_check needs) and, for an applet, its name key.
     pub(crate) fn allow_exec(&mut self, generation: u32, rule: &ExecRule) -> Result<()> {
         for (hash, bits) in rule.keys() {
-            let key = ExecKey { generation, _pad: 0, hash };
+            let key = ExecKey {
+                generation,
+                _pad: 0,
+                hash,
+            };
             let old = self.maps.exec_allow.get(&key, 0).unwrap_or(0);
             self.maps
                 .exec_allow
@@ -314,7 +356,9 @@ impl Inner {
 
     /// Deactivates a registration and removes everything it owned.
     pub(crate) fn unregister_locked(&mut self, cgroup_id: u64) -> Result<()> {
-        let Ok(entry) = self.maps.containers.get(&cgroup_id, 0) else { return Ok(()) };
+        let Ok(entry) = self.maps.containers.get(&cgroup_id, 0) else {
+            return Ok(());
+        };
         self.maps
             .containers
             .remove(&cgroup_id)
@@ -336,7 +380,9 @@ impl Inner {
         let all = self.generations_in_use()?;
         self.drop_generation(&all.difference(&live).copied().collect())?;
         let registered: HashSet<u64> = self.registered()?.into_iter().collect();
-        let Ok(dir) = fs::read_dir(self.layout.dir.join("links")) else { return Ok(()) };
+        let Ok(dir) = fs::read_dir(self.layout.dir.join("links")) else {
+            return Ok(());
+        };
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(id) = name.strip_prefix("cg-").and_then(|s| s.parse::<u64>().ok()) else {
@@ -375,11 +421,17 @@ impl Inner {
             let _ = self.maps.exec_allow.remove(key);
         }
         let net: Vec<Key<NetKey>> = self.maps.net_allow.keys().flatten().collect();
-        for key in net.iter().filter(|k| generations.contains(&k.data().generation)) {
+        for key in net
+            .iter()
+            .filter(|k| generations.contains(&k.data().generation))
+        {
             let _ = self.maps.net_allow.remove(key);
         }
         let tasks: Vec<(u32, Task)> = self.maps.tasks.iter().flatten().collect();
-        for (tgid, _) in tasks.iter().filter(|(_, t)| generations.contains(&t.generation)) {
+        for (tgid, _) in tasks
+            .iter()
+            .filter(|(_, t)| generations.contains(&t.generation))
+        {
             let _ = self.maps.tasks.remove(tgid);
         }
         super::lsm::drop_generations(&self.layout, generations)
@@ -436,7 +488,8 @@ fn open_map<T>(layout: &Layout, name: &str, wrap: fn(MapData) -> Map) -> Result<
 where
     T: TryFrom<Map, Error = aya::maps::MapError>,
 {
-    let data = MapData::from_pin(layout.map(name)).map_err(|e| BpfError::map("open pinned", name, e))?;
+    let data =
+        MapData::from_pin(layout.map(name)).map_err(|e| BpfError::map("open pinned", name, e))?;
     T::try_from(wrap(data)).map_err(|e| BpfError::map("open pinned", name, e))
 }
 
@@ -449,7 +502,9 @@ fn attach_sock_hook(layout: &Layout, name: &str, cgroup: &File) -> Result<FdLink
     let id = prog
         .attach(cgroup, CgroupAttachMode::Single)
         .map_err(|e| BpfError::program("attach to cgroup", name, e))?;
-    let link = prog.take_link(id).map_err(|e| BpfError::program("take link of", name, e))?;
+    let link = prog
+        .take_link(id)
+        .map_err(|e| BpfError::program("take link of", name, e))?;
     FdLink::try_from(link).map_err(|e| BpfError::Link {
         what: "convert",
         path: PathBuf::from(name),
@@ -488,8 +543,11 @@ fn find_cgroup(mount: &Path, id: u64) -> Option<PathBuf> {
 }
 
 fn check_bpffs(dir: &Path) -> Result<()> {
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| BpfError::NotBpffs { path: dir.to_path_buf() })?;
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| {
+        BpfError::NotBpffs {
+            path: dir.to_path_buf(),
+        }
+    })?;
     // SAFETY: statfs(2) writes into a zeroed struct we own; the path is NUL-terminated.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
@@ -497,7 +555,9 @@ fn check_bpffs(dir: &Path) -> Result<()> {
         return Err(BpfError::io("statfs", dir, std::io::Error::last_os_error()));
     }
     if st.f_type as i64 != BPF_FS_MAGIC {
-        return Err(BpfError::NotBpffs { path: dir.to_path_buf() });
+        return Err(BpfError::NotBpffs {
+            path: dir.to_path_buf(),
+        });
     }
     Ok(())
 }

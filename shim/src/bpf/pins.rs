@@ -30,8 +30,10 @@ pub const ALWAYS_ON: [(&str, &str); 4] = [
 ];
 
 /// Raw tracepoints attached only while a registered container needs syscalls.
-pub const SYSCALL_HOOKS: [(&str, &str); 2] =
-    [(program::SYS_ENTER, "sys_enter"), (program::SYS_EXIT, "sys_exit")];
+pub const SYSCALL_HOOKS: [(&str, &str); 2] = [
+    (program::SYS_ENTER, "sys_enter"),
+    (program::SYS_EXIT, "sys_exit"),
+];
 
 /// Per-container cgroup hooks.
 pub const SOCK_HOOKS: [&str; 6] = [
@@ -98,7 +100,11 @@ pub fn load_and_pin(layout: &Layout, object: &[u8], offsets: &KernelOffsets) -> 
     let lsm_offsets = super::lsm::kernel_offsets()?;
     let mut ebpf = EbpfLoader::new()
         .override_global(map::OFFSETS_GLOBAL, offsets, true)
-        .override_global(vigil_ebpf_common::lsm_map::OFFSETS_GLOBAL, &lsm_offsets, true)
+        .override_global(
+            vigil_ebpf_common::lsm_map::OFFSETS_GLOBAL,
+            &lsm_offsets,
+            true,
+        )
         .load(object)
         .map_err(|e| BpfError::Load(Box::new(e)))?;
     load_programs(&mut ebpf, layout)?;
@@ -107,13 +113,18 @@ pub fn load_and_pin(layout: &Layout, object: &[u8], offsets: &KernelOffsets) -> 
     }
     // All LSM programs or none; without them the node uses the fallback tier.
     match super::lsm::attach_all(&mut ebpf, Some(layout)) {
-        Ok(_) => log::info!("vigil: LSM-BPF tier attached (exec, files, network denied with EPERM)"),
+        Ok(_) => {
+            log::info!("vigil: LSM-BPF tier attached (exec, files, network denied with EPERM)")
+        }
         Err(why) => log::warn!("vigil: LSM-BPF tier unavailable, using the fallback tier: {why}"),
     }
     // The LSM maps first: VIGIL_CONTAINERS, last of MAPS, marks a complete set.
     for name in super::lsm::MAPS.iter().chain(MAPS.iter()) {
-        let m = ebpf.map(name).ok_or_else(|| BpfError::map("find", name, "not in object"))?;
-        m.pin(layout.map(name)).map_err(|e| BpfError::map("pin", name, e))?;
+        let m = ebpf
+            .map(name)
+            .ok_or_else(|| BpfError::map("find", name, "not in object"))?;
+        m.pin(layout.map(name))
+            .map_err(|e| BpfError::map("pin", name, e))?;
     }
     Ok(())
 }
@@ -121,13 +132,17 @@ pub fn load_and_pin(layout: &Layout, object: &[u8], offsets: &KernelOffsets) -> 
 fn load_programs(ebpf: &mut Ebpf, layout: &Layout) -> Result<()> {
     for (name, _) in ALWAYS_ON.iter().chain(SYSCALL_HOOKS.iter()) {
         let prog: &mut RawTracePoint = program_mut(ebpf, name)?;
-        prog.load().map_err(|e| BpfError::program("load", name, e))?;
-        prog.pin(layout.prog(name)).map_err(|e| pin_error(name, e))?;
+        prog.load()
+            .map_err(|e| BpfError::program("load", name, e))?;
+        prog.pin(layout.prog(name))
+            .map_err(|e| pin_error(name, e))?;
     }
     for name in SOCK_HOOKS {
         let prog: &mut CgroupSockAddr = program_mut(ebpf, name)?;
-        prog.load().map_err(|e| BpfError::program("load", name, e))?;
-        prog.pin(layout.prog(name)).map_err(|e| pin_error(name, e))?;
+        prog.load()
+            .map_err(|e| BpfError::program("load", name, e))?;
+        prog.pin(layout.prog(name))
+            .map_err(|e| pin_error(name, e))?;
     }
     Ok(())
 }
@@ -141,11 +156,16 @@ where
         path: PathBuf::from(name),
         reason: "program not in object".into(),
     })?;
-    prog.try_into().map_err(|e| BpfError::program("convert", name, e))
+    prog.try_into()
+        .map_err(|e| BpfError::program("convert", name, e))
 }
 
 fn pin_error(name: &str, e: aya::pin::PinError) -> BpfError {
-    BpfError::Link { what: "pin program", path: PathBuf::from(name), reason: e.to_string() }
+    BpfError::Link {
+        what: "pin program",
+        path: PathBuf::from(name),
+        reason: e.to_string(),
+    }
 }
 
 /// Attaches pinned raw tracepoint program `name` to `tracepoint` and pins the link at
@@ -153,8 +173,12 @@ fn pin_error(name: &str, e: aya::pin::PinError) -> BpfError {
 pub fn attach_raw(layout: &Layout, name: &str, tracepoint: &str) -> Result<()> {
     let mut prog = RawTracePoint::from_pin(layout.prog(name))
         .map_err(|e| BpfError::program("open pinned", name, e))?;
-    let id = prog.attach(tracepoint).map_err(|e| BpfError::program("attach", name, e))?;
-    let link = prog.take_link(id).map_err(|e| BpfError::program("take link of", name, e))?;
+    let id = prog
+        .attach(tracepoint)
+        .map_err(|e| BpfError::program("attach", name, e))?;
+    let link = prog
+        .take_link(id)
+        .map_err(|e| BpfError::program("take link of", name, e))?;
     pin_link(FdLink::from(link), &layout.link(name))
 }
 
@@ -180,7 +204,9 @@ pub fn remove_pin(path: &Path) -> Result<()> {
 
 /// Removes every pin in `dir` (and in its sub-folders), keeping `dir`.
 pub fn remove_dir_contents(dir: &Path) -> Result<()> {
-    let Ok(entries) = fs::read_dir(dir) else { return Ok(()) };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {

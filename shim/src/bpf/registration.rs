@@ -29,7 +29,10 @@ impl ExecRule {
             ExecRule::Path(path) => vec![(path_hash(path.as_bytes()), EXEC_ANY_NAME)],
             ExecRule::Applet { path, name } => {
                 let file = path_hash(path.as_bytes());
-                vec![(file, EXEC_THIS_NAME), (exec_name_hash(file, name.as_bytes()), EXEC_THIS_NAME)]
+                vec![
+                    (file, EXEC_THIS_NAME),
+                    (exec_name_hash(file, name.as_bytes()), EXEC_THIS_NAME),
+                ]
             }
         }
     }
@@ -71,9 +74,10 @@ impl NetRule {
     /// The `VIGIL_NET_ALLOW` LPM key (prefix length in bits, data) for a registration.
     pub(crate) fn key(&self, generation: u32) -> Result<(u32, NetKey)> {
         let (addr, bits) = match self.addr {
-            IpAddr::V4(v4) if self.prefix_len <= 32 => {
-                (v4.to_ipv6_mapped().octets(), 96 + u32::from(self.prefix_len))
-            }
+            IpAddr::V4(v4) if self.prefix_len <= 32 => (
+                v4.to_ipv6_mapped().octets(),
+                96 + u32::from(self.prefix_len),
+            ),
             IpAddr::V6(v6) if self.prefix_len <= 128 => (v6.octets(), u32::from(self.prefix_len)),
             _ => {
                 return Err(BpfError::BadRule {
@@ -120,7 +124,14 @@ impl Registration {
         mode: Mode,
         ring: MapData,
     ) -> Self {
-        Self { node, cgroup_id, slot, generation, mode, ring: Some(ring) }
+        Self {
+            node,
+            cgroup_id,
+            slot,
+            generation,
+            mode,
+            ring: Some(ring),
+        }
     }
 
     pub fn cgroup_id(&self) -> u64 {
@@ -146,7 +157,9 @@ impl Registration {
 
     /// The reader of this container's events; `None` after the first call.
     pub fn take_events(&mut self) -> Result<Option<EventReader>> {
-        let Some(data) = self.ring.take() else { return Ok(None) };
+        let Some(data) = self.ring.take() else {
+            return Ok(None);
+        };
         let ring = RingBuf::try_from(aya::maps::Map::RingBuf(data))
             .map_err(|e| BpfError::map("open", "vigil_ring", e))?;
         Ok(Some(EventReader::new(ring)))
@@ -155,13 +168,15 @@ impl Registration {
     /// Adds an exec identity to the allow set (takes effect for the next exec).
     pub fn allow_exec(&self, rule: &ExecRule) -> Result<()> {
         let generation = self.generation;
-        self.node.with_lock(|inner| inner.allow_exec(generation, rule))
+        self.node
+            .with_lock(|inner| inner.allow_exec(generation, rule))
     }
 
     /// Adds a network tuple to the allow set (takes effect for the next call).
     pub fn allow_net(&self, rule: &NetRule) -> Result<()> {
         let generation = self.generation;
-        self.node.with_lock(|inner| inner.allow_net(generation, rule))
+        self.node
+            .with_lock(|inner| inner.allow_net(generation, rule))
     }
 
     /// Events the kernel could not deliver because this container's ring buffer was full.
