@@ -35,6 +35,9 @@ fn skip_reason() -> Option<String> {
     if cgroup2_mount().is_err() {
         return Some("no cgroup2 mount".into());
     }
+    if Command::new("bpftool").arg("version").output().is_err() {
+        return Some("bpftool missing (package bpftool): needed to check links".into());
+    }
     None
 }
 

@@ -223,15 +223,15 @@ impl Inner {
             .containers
             .insert(req.cgroup_id, entry, 0)
             .map_err(|e| BpfError::map("insert into", map::CONTAINERS, e))?;
-        if let Err(e) = self.activate(req.cgroup_id) {
+        if let Err(e) = self.activate(req.cgroup_id, req.init_pid) {
             let _ = self.unregister_locked(req.cgroup_id);
             return Err(e);
         }
         Ok((slot, generation, ring))
     }
 
-    fn activate(&mut self, cgroup_id: u64) -> Result<()> {
-        self.attach_sock_hooks(cgroup_id)?;
+    fn activate(&mut self, cgroup_id: u64, init_pid: u32) -> Result<()> {
+        self.attach_sock_hooks(cgroup_id, init_pid)?;
         self.update_syscall_hooks()
     }
 
@@ -331,8 +331,8 @@ impl Inner {
             .map_err(|e| BpfError::map("insert into", map::NET_ALLOW, e))
     }
 
-    fn attach_sock_hooks(&mut self, cgroup_id: u64) -> Result<()> {
-        let dir = self.cgroup_dir(cgroup_id)?;
+    fn attach_sock_hooks(&mut self, cgroup_id: u64, init_pid: u32) -> Result<()> {
+        let dir = self.cgroup_dir(cgroup_id, init_pid)?;
         let cgroup = File::open(&dir).map_err(|e| BpfError::io("open cgroup", &dir, e))?;
         let links = self.layout.cgroup_links(cgroup_id);
         fs::create_dir_all(&links).map_err(|e| BpfError::io("create pin folder", &links, e))?;
@@ -343,8 +343,15 @@ impl Inner {
         Ok(())
     }
 
-    /// The cgroup2 directory whose inode is `cgroup_id`.
-    fn cgroup_dir(&self, cgroup_id: u64) -> Result<PathBuf> {
+    /// The cgroup2 directory whose inode is `cgroup_id`: the init's cgroup when that is it
+    /// (the usual case), else found by walking the hierarchy.
+    fn cgroup_dir(&self, cgroup_id: u64, init_pid: u32) -> Result<PathBuf> {
+        if let Ok(rel) = cgroup::cgroup_path_of(init_pid) {
+            let dir = self.cgroup2.join(rel);
+            if cgroup::cgroup_id(&dir).ok() == Some(cgroup_id) {
+                return Ok(dir);
+            }
+        }
         find_cgroup(&self.cgroup2, cgroup_id).ok_or_else(|| {
             BpfError::io(
                 "find cgroup",
