@@ -65,7 +65,15 @@ pub struct Process {
     pub op: tokio::sync::Mutex<()>,
     state: Mutex<State>,
     exit_tx: watch::Sender<Option<Exited>>,
-    io: Mutex<Option<ProcessIo>>,
+    io: Mutex<IoSlot>,
+}
+
+/// The stdio copiers, and a `CloseIO` that arrived before they existed (containerd's client
+/// may close stdin while Start is still running runc).
+#[derive(Default)]
+struct IoSlot {
+    io: Option<ProcessIo>,
+    stdin_closed: bool,
 }
 
 impl Process {
@@ -85,7 +93,7 @@ impl Process {
                 exited: None,
             }),
             exit_tx,
-            io: Mutex::new(None),
+            io: Mutex::new(IoSlot::default()),
         }
     }
 
@@ -186,23 +194,36 @@ impl Process {
         }
     }
 
-    /// Installs the stdio copiers.
-    pub fn set_io(&self, io: ProcessIo) {
-        *self.io.lock().unwrap_or_else(|e| e.into_inner()) = Some(io);
+    fn io_slot(&self) -> MutexGuard<'_, IoSlot> {
+        self.io.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Installs the stdio copiers, applying an earlier `CloseIO`.
+    pub fn set_io(&self, mut io: ProcessIo) {
+        let mut slot = self.io_slot();
+        if slot.stdin_closed {
+            io.close_stdin();
+        }
+        slot.io = Some(io);
+    }
+
+    /// `CloseIO`: stop holding stdin open, now or as soon as the copiers exist.
+    pub fn close_stdin(&self) {
+        let mut slot = self.io_slot();
+        slot.stdin_closed = true;
+        if let Some(io) = slot.io.as_mut() {
+            io.close_stdin();
+        }
     }
 
     /// Runs `f` on the stdio copiers, if any.
     pub fn with_io<T>(&self, f: impl FnOnce(&mut ProcessIo) -> T) -> Option<T> {
-        self.io
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-            .map(f)
+        self.io_slot().io.as_mut().map(f)
     }
 
     /// Takes the stdio copiers out (for draining and closing at delete).
     pub fn take_io(&self) -> Option<ProcessIo> {
-        self.io.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.io_slot().io.take()
     }
 }
 

@@ -336,7 +336,7 @@ impl Task for TaskService {
     async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
         let p = self.container(&req.id)?.process(&req.exec_id)?;
         if req.stdin {
-            p.with_io(|io| io.close_stdin());
+            p.close_stdin();
         }
         Ok(Empty::new())
     }
