@@ -120,7 +120,8 @@ fn judge(c: &Container, ev: &NetEvent) -> u8 {
     verdict::BLOCKED
 }
 
-/// Sends the event the first time this tuple and verdict occur in the registration.
+/// Sends the event the first time this tuple and verdict occur in the registration; every
+/// blocked call is sent (each denial leaves an audit line; losses are counted).
 #[inline(always)]
 fn report(c: &Container, ev: &mut NetEvent) {
     let mut hash = vigil_ebpf_common::FNV_OFFSET;
@@ -137,7 +138,8 @@ fn report(c: &Container, ev: &mut NetEvent) {
         hash = vigil_ebpf_common::fnv_byte(hash, b);
     }
     let session = scope::current_task(c).map(|t| t.session).unwrap_or(0);
-    if emit::first_time(c.generation, EventKind::Net as u32, hash) {
+    let blocked = ev.verdict == verdict::BLOCKED;
+    if blocked || emit::first_time(c.generation, EventKind::Net as u32, hash) {
         ev.header = emit::header(EventKind::Net, c.slot, session);
         emit::send(c.slot, ev);
     }

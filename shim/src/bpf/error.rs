@@ -38,6 +38,9 @@ pub enum BpfError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    /// The embedded object lacks a program the loader expects (a build mismatch).
+    #[error("program {0} is not in vigil's eBPF object: rebuild the shim")]
+    MissingProgram(String),
     /// A link could not be pinned or opened.
     #[error("{what} link {path}: {reason}")]
     Link {

@@ -151,11 +151,9 @@ fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let prog = ebpf.program_mut(name).ok_or_else(|| BpfError::Link {
-        what: "find",
-        path: PathBuf::from(name),
-        reason: "program not in object".into(),
-    })?;
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| BpfError::MissingProgram(name.into()))?;
     prog.try_into()
         .map_err(|e| BpfError::program("convert", name, e))
 }
