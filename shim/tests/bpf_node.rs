@@ -485,6 +485,28 @@ fn enforce_tells_busybox_applets_apart() {
     reg.unregister().unwrap();
 }
 
+#[test]
+fn concurrent_first_starts_load_once() {
+    require_privileges!();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let fx = Fixture::new("race");
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let pins = fx.pins.clone();
+            std::thread::spawn(move || Node::open(&pins).map(|n| n.pin_dir()))
+        })
+        .collect();
+    let dirs: Vec<PathBuf> = opens
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
+    assert!(dirs.windows(2).all(|w| w[0] == w[1]));
+    // A second load would have replaced the first one's pins and links: the pinned exec
+    // program is the one the kernel has a link for, and it has exactly one.
+    let exec = prog_id(&dirs[0].join("progs/vigil_sched_exec"));
+    assert_eq!(link_count(exec), 1);
+}
+
 /// Debian's busybox-static, resolved (merged /usr: /bin -> usr/bin).
 const BUSYBOX: &str = "/usr/bin/busybox";
 
@@ -508,13 +530,16 @@ fn prog_id(pin: &Path) -> u64 {
 
 /// Whether the kernel has a link for program `id` (independent of vigil's own pins).
 fn kernel_has_link(id: u64) -> bool {
+    link_count(id) > 0
+}
+
+/// How many links the kernel has for program `id`.
+fn link_count(id: u64) -> usize {
     let out = Command::new("bpftool")
         .args(["-j", "link", "show"])
         .output()
         .expect("bpftool");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .any(|l| l["prog_id"].as_u64() == Some(id))
+    let links = v.as_array().into_iter().flatten();
+    links.filter(|l| l["prog_id"].as_u64() == Some(id)).count()
 }
