@@ -34,6 +34,9 @@ pub struct Shared {
     pub guard: Arc<dyn Guard>,
     /// pid -> process.
     pub book: ExitBook,
+    /// Watch each container's memory cgroup for OOM kills. Off only where container
+    /// processes have no cgroup of their own (a fake runtime in tests).
+    pub watch_oom: bool,
 }
 
 /// A container known to this shim.

@@ -120,6 +120,7 @@ fn register(shared: &Arc<Shared>, id: &str, pid: u32, io: ProcessIo, p: Parts) -
     let cgroups = CgroupPaths::of_pid(pid);
     let oom = cgroups
         .as_ref()
+        .filter(|_| shared.watch_oom)
         .and_then(|c| OomWatch::start(id, c, shared.events.clone()));
     let init = Arc::new(Process::new("", p.stdio, Vec::new()));
     init.hold();

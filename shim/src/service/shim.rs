@@ -105,6 +105,7 @@ impl Shim for ShimService {
             sink,
             self.exit.clone(),
             &self.socket,
+            true,
         );
         match service {
             Ok(s) => s,

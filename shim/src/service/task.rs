@@ -48,13 +48,15 @@ struct Inner {
 }
 
 impl TaskService {
-    /// Starts the reaper and the exit loop; `events` feeds containerd.
+    /// Starts the reaper and the exit loop; `events` feeds containerd. `watch_oom` is off
+    /// only for a fake runtime whose processes share the caller's cgroups.
     pub fn new(
         namespace: &str,
         guard: Arc<dyn Guard>,
         events: EventSink,
         exit: Arc<ExitSignal>,
         socket: &str,
+        watch_oom: bool,
     ) -> std::io::Result<TaskService> {
         let (reaper, exits) = Reaper::start()?;
         let shared = Arc::new(Shared {
@@ -63,6 +65,7 @@ impl TaskService {
             events,
             guard,
             book: ExitBook::default(),
+            watch_oom,
         });
         let inner = Arc::new(Inner {
             shared,
