@@ -14,14 +14,19 @@ use std::time::{Duration, Instant};
 /// Environment variable naming the qemu binary (default `qemu-system-x86_64` on PATH).
 pub const QEMU_ENV: &str = "VIGIL_QEMU";
 
-/// The kernel command line. `lsm=` must list `bpf` or LSM programs attach but never run.
-pub const KERNEL_APPEND: &str = "console=ttyS0 lsm=lockdown,capability,bpf panic=-1 quiet";
+/// The kernel command line without `lsm=`; see [`Boot::lsm`].
+const KERNEL_APPEND: &str = "console=ttyS0 panic=-1 quiet";
 
 /// What to boot.
 #[derive(Clone, Debug)]
 pub struct Boot {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
+    /// The `lsm=` list: `lockdown,capability,bpf` runs the BPF LSM (without `bpf`, LSM
+    /// programs attach but are never called).
+    pub lsm: String,
+    /// Passed to the guest's init as `vigil.suite=`.
+    pub suite: String,
     pub memory_mb: u32,
     pub timeout: Duration,
     /// Every console byte is copied here, for diagnosis after the run.
@@ -140,7 +145,11 @@ fn command(qemu: &str, spec: &Boot) -> Command {
         .arg(&spec.kernel)
         .arg("-initrd")
         .arg(&spec.initrd)
-        .args(["-append", KERNEL_APPEND])
+        .arg("-append")
+        .arg(format!(
+            "{KERNEL_APPEND} lsm={} vigil.suite={}",
+            spec.lsm, spec.suite
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

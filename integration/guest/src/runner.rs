@@ -61,24 +61,40 @@ pub enum RunOutcome {
     Ran(GuestReport),
 }
 
-/// The guest's report.
+/// One guest boot: which suite ran and what it reported.
 #[derive(Debug)]
-pub struct GuestReport {
-    pub kernel: String,
+pub struct BootReport {
+    pub suite: &'static str,
     pub lines: Vec<Line>,
     pub elapsed: Duration,
     pub console_log: PathBuf,
 }
 
+/// Every boot's report.
+#[derive(Debug)]
+pub struct GuestReport {
+    pub kernel: String,
+    pub boots: Vec<BootReport>,
+}
+
 impl GuestReport {
-    /// Number of cases with `outcome`.
+    /// Number of cases with `outcome`, over every boot.
     pub fn count(&self, outcome: Outcome) -> usize {
-        self.lines
+        self.boots
             .iter()
+            .flat_map(|boot| &boot.lines)
             .filter(|line| matches!(line, Line::Case { outcome: o, .. } if *o == outcome))
             .count()
     }
 }
+
+/// The suites, each in its own boot: (suite, `lsm=` list).
+pub const SUITES: [(&str, &str); 2] = [
+    // The LSM tier: every case and the benchmark.
+    ("lsm", "lockdown,capability,bpf"),
+    // A kernel that does not run the BPF LSM: the probe's reason and the fallback tier.
+    ("nolsm", "lockdown,capability"),
+];
 
 /// Why a run that could start failed. Every one of these is a test failure, not a skip.
 #[derive(Debug, thiserror::Error)]
@@ -134,21 +150,30 @@ pub fn run(options: &Options) -> Result<RunOutcome, RunError> {
     let initrd = options.cache.join("initramfs.cpio");
     guest_image(&init)?.write_to(&initrd)?;
 
-    let console_log = options.cache.join("console.log");
-    let boot = Boot {
-        kernel: kernel.vmlinuz.clone(),
-        initrd,
-        memory_mb: options.memory_mb,
-        timeout: options.timeout,
-        console_log: console_log.clone(),
-    };
-    let console = qemu::boot(&boot)?;
-    let lines = parse_console(&console.lines, &console_log)?;
+    let mut boots = Vec::new();
+    for (suite, lsm) in SUITES {
+        let console_log = options.cache.join(format!("console-{suite}.log"));
+        let boot = Boot {
+            kernel: kernel.vmlinuz.clone(),
+            initrd: initrd.clone(),
+            lsm: lsm.to_string(),
+            suite: suite.to_string(),
+            memory_mb: options.memory_mb,
+            timeout: options.timeout,
+            console_log: console_log.clone(),
+        };
+        let console = qemu::boot(&boot)?;
+        let lines = parse_console(&console.lines, &console_log)?;
+        boots.push(BootReport {
+            suite,
+            lines,
+            elapsed: console.elapsed,
+            console_log,
+        });
+    }
     Ok(RunOutcome::Ran(GuestReport {
         kernel: kernel.source,
-        lines,
-        elapsed: console.elapsed,
-        console_log,
+        boots,
     }))
 }
 

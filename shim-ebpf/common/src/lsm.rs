@@ -47,6 +47,7 @@ pub fn is_id_component(component: &[u8]) -> bool {
 }
 
 /// What is known about a component so far, one byte at a time (the kernel's loop).
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct IdShape {
     len: usize,
@@ -59,7 +60,13 @@ pub struct IdShape {
 impl IdShape {
     #[inline(always)]
     pub const fn new() -> Self {
-        Self { len: 0, digits: true, hex: true, hex_or_dash: true, has_digit: false }
+        Self {
+            len: 0,
+            digits: true,
+            hex: true,
+            hex_or_dash: true,
+            has_digit: false,
+        }
     }
 
     #[inline(always)]
@@ -117,48 +124,99 @@ pub struct PathHashes {
     pub folders: usize,
 }
 
-/// Hashes `path[..len]` (a resolved path, `/`-separated) in one bounded pass, as the kernel
-/// does it: both whole-path hashes, and in `folders[i]` / `folders_ids[i]` the hashes of the
-/// first `i` components (the folder holding component `i`).
-#[inline(always)]
+/// The hashes of a resolved path, fed one byte at a time (the kernel's `bpf_loop` callback
+/// and [`hash_resolved`] share it). `folders[i]` / `folders_ids[i]` receive the hashes of
+/// the first `i` components: the folder holding component `i`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PathHasher {
+    exact: u64,
+    ids: u64,
+    /// `ids` before the current component, to replace an id-like component by `*`.
+    ids_before: u64,
+    depth: u64,
+    shape: IdShape,
+}
+
+impl PathHasher {
+    #[inline(always)]
+    pub const fn new() -> Self {
+        Self {
+            exact: FNV_OFFSET,
+            ids: FNV_OFFSET,
+            ids_before: FNV_OFFSET,
+            depth: 0,
+            shape: IdShape::new(),
+        }
+    }
+
+    /// Adds one byte of the path.
+    #[inline(always)]
+    pub fn push(
+        &mut self,
+        byte: u8,
+        folders: &mut [u64; LSM_PREFIX_DEPTH],
+        folders_ids: &mut [u64; LSM_PREFIX_DEPTH],
+    ) {
+        if byte == b'/' {
+            self.end_component();
+            return;
+        }
+        if self.shape.len == 0 {
+            let depth = self.depth as usize;
+            if let (Some(f), Some(fi)) = (folders.get_mut(depth), folders_ids.get_mut(depth)) {
+                (*f, *fi) = (self.exact, self.ids);
+                self.depth += 1;
+            }
+            self.ids_before = self.ids;
+            self.exact = fnv_byte(self.exact, b'/');
+            self.ids = fnv_byte(self.ids, b'/');
+        }
+        if self.shape.len < NAME_LEN - 1 {
+            self.exact = fnv_byte(self.exact, byte);
+            self.ids = fnv_byte(self.ids, byte);
+        }
+        self.shape.push(byte);
+    }
+
+    #[inline(always)]
+    fn end_component(&mut self) {
+        if self.shape.is_id() {
+            self.ids = fnv_byte(fnv_byte(self.ids_before, b'/'), b'*');
+        }
+        self.shape = IdShape::new();
+    }
+
+    /// The hashes of the bytes pushed so far.
+    #[inline(always)]
+    pub fn finish(&mut self) -> PathHashes {
+        self.end_component();
+        PathHashes {
+            exact: self.exact,
+            ids: self.ids,
+            folders: self.depth as usize,
+        }
+    }
+}
+
+impl Default for PathHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Hashes `path[..len]` (a resolved path, `/`-separated) as the kernel does.
 pub fn hash_resolved(
     path: &[u8; LSM_PATH_LEN],
     len: usize,
     folders: &mut [u64; LSM_PREFIX_DEPTH],
     folders_ids: &mut [u64; LSM_PREFIX_DEPTH],
 ) -> PathHashes {
-    let (mut exact, mut ids, mut ids_before) = (FNV_OFFSET, FNV_OFFSET, FNV_OFFSET);
-    let (mut shape, mut depth) = (IdShape::new(), 0usize);
-    for (i, byte) in path.iter().enumerate() {
-        if i >= len {
-            break;
-        }
-        if *byte == b'/' {
-            if shape.is_id() {
-                ids = fnv_byte(fnv_byte(ids_before, b'/'), b'*');
-            }
-            shape = IdShape::new();
-            continue;
-        }
-        if shape.len == 0 {
-            if let (Some(f), Some(fi)) = (folders.get_mut(depth), folders_ids.get_mut(depth)) {
-                (*f, *fi) = (exact, ids);
-                depth += 1;
-            }
-            ids_before = ids;
-            exact = fnv_byte(exact, b'/');
-            ids = fnv_byte(ids, b'/');
-        }
-        if shape.len < NAME_LEN - 1 {
-            exact = fnv_byte(exact, *byte);
-            ids = fnv_byte(ids, *byte);
-        }
-        shape.push(*byte);
+    let mut hasher = PathHasher::new();
+    for byte in path.iter().take(len) {
+        hasher.push(*byte, folders, folders_ids);
     }
-    if shape.is_id() {
-        ids = fnv_byte(fnv_byte(ids_before, b'/'), b'*');
-    }
-    PathHashes { exact, ids, folders: depth }
+    hasher.finish()
 }
 
 /// `VIGIL_LSM_RULES` value bits, keyed by registration number (generation).
@@ -293,8 +351,14 @@ mod tests {
 
     #[test]
     fn file_hash_matches_path_hash_without_collapsing() {
-        assert_eq!(file_hash(b"/etc/passwd", false), crate::path_hash(b"/etc/passwd"));
-        assert_eq!(file_hash(b"/proc/42/stat", false), crate::path_hash(b"/proc/42/stat"));
+        assert_eq!(
+            file_hash(b"/etc/passwd", false),
+            crate::path_hash(b"/etc/passwd")
+        );
+        assert_eq!(
+            file_hash(b"/proc/42/stat", false),
+            crate::path_hash(b"/proc/42/stat")
+        );
     }
 
     #[test]
@@ -303,23 +367,42 @@ mod tests {
         assert_eq!(file_hash(b"/proc/42/stat", true), pattern);
         assert_eq!(file_hash(b"/proc/*/stat", true), pattern);
         assert_ne!(file_hash(b"/proc/self/stat", true), pattern);
-        assert_ne!(file_hash(b"/proc/4a/stat", true), pattern, "short hex is a name");
+        assert_ne!(
+            file_hash(b"/proc/4a/stat", true),
+            pattern,
+            "short hex is a name"
+        );
         let id = "0123456789abcdef0123";
-        assert_eq!(file_hash(format!("/run/c/{id}/x").as_bytes(), true), crate::path_hash(b"/run/c/*/x"));
+        assert_eq!(
+            file_hash(format!("/run/c/{id}/x").as_bytes(), true),
+            crate::path_hash(b"/run/c/*/x")
+        );
         let uuid = "123e4567-e89b-12d3-a456-426614174000";
         assert!(is_id_component(uuid.as_bytes()));
-        assert!(!is_id_component(b"deadbeefcafe"), "hex without a digit is a word");
+        assert!(
+            !is_id_component(b"deadbeefcafe"),
+            "hex without a digit is a word"
+        );
     }
 
     #[test]
     fn the_kernel_pass_agrees_with_file_hash() {
-        for path in ["/", "/etc/passwd", "/proc/42/fd/3", "//usr//lib/", "/a/0123456789ab"] {
+        for path in [
+            "/",
+            "/etc/passwd",
+            "/proc/42/fd/3",
+            "//usr//lib/",
+            "/a/0123456789ab",
+        ] {
             let (hashes, _, _) = kernel_hashes(path);
             assert_eq!(hashes.exact, file_hash(path.as_bytes(), false), "{path}");
             assert_eq!(hashes.ids, file_hash(path.as_bytes(), true), "{path}");
         }
         let long = format!("/x/{}", "n".repeat(100));
-        assert_eq!(kernel_hashes(&long).0.exact, crate::path_hash(long.as_bytes()));
+        assert_eq!(
+            kernel_hashes(&long).0.exact,
+            crate::path_hash(long.as_bytes())
+        );
     }
 
     #[test]

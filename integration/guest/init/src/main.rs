@@ -1,36 +1,132 @@
-//! PID 1 of the LSM-BPF test guest: prepares the system, runs every case, powers off.
+//! PID 1 of the LSM-BPF test guest: prepares the system, runs the benchmark and every case,
+//! powers off. Run again as `/init probe ...` or `/init bench ...` inside a test cgroup, it
+//! is the helper that performs one operation (see `helper`).
+//!
+//! The kernel command line selects the suite: `vigil.suite=lsm` (booted with
+//! `lsm=...,bpf`) or `vigil.suite=nolsm` (booted without the BPF LSM: the fallback tier).
 
+mod bench;
+mod cases;
+mod cgroup;
 mod console;
+mod helper;
 mod setup;
+mod world;
+
+use std::process::ExitCode;
 
 use console::Reporter;
+use vigil_shim::bpf::{lsm_probe, LsmUnavailable, Tier};
+use world::World;
 
-fn main() {
-    let mut report = Reporter::default();
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if std::process::id() != 1 {
+        return helper::main(&args);
+    }
     std::panic::set_hook(Box::new(|info| {
         eprintln!("vigil-guest-init panicked: {info}");
         setup::power_off();
     }));
-
+    let mut report = Reporter::default();
     match setup::mount_all().and_then(|()| setup::loopback_up()) {
-        Ok(()) => run_cases(&mut report),
+        Ok(()) => match setup::suite().as_deref() {
+            Some("nolsm") => nolsm_suite(&mut report),
+            _ => lsm_suite(&mut report),
+        },
         Err(cause) => report.case("guest_setup", Err(cause)),
     }
     report.end();
     setup::power_off();
 }
 
-fn run_cases(report: &mut Reporter) {
-    let lsms = setup::active_lsms();
-    let bpf_active = lsms
-        .as_ref()
-        .is_ok_and(|list| list.split(',').any(|l| l.trim() == "bpf"));
+fn lsm_suite(report: &mut Reporter) {
+    report.case("bpf_lsm_active", bpf_lsm_active());
+    let prepared = world::start_listeners().and_then(|()| cgroup::Cgroup::create("bench"));
+    let bench_cgroup = match prepared {
+        Ok(cgroup) => cgroup,
+        Err(cause) => return report.case("guest_fixture", Err(cause)),
+    };
+    if let Err(cause) = bench::measure("none", &bench_cgroup, report) {
+        report.case("bench_none", Err(cause));
+    }
     report.case(
-        "bpf_lsm_active",
-        match lsms {
-            Ok(list) if bpf_active => Ok(format!("active LSMs: {}", list.trim())),
-            Ok(list) => Err(format!("bpf missing from the active LSMs: {}", list.trim())),
-            Err(cause) => Err(cause),
+        "tier_probe_attaches",
+        lsm_probe()
+            .map(|()| "probe loaded and attached every LSM program".into())
+            .map_err(|e| e.to_string()),
+    );
+    let mut world = match World::open() {
+        Ok(world) => world,
+        Err(cause) => return report.case("node_open", Err(cause)),
+    };
+    report.case("node_tier_is_lsm", node_tier_is_lsm(&world));
+    benchmark(&world, &bench_cgroup, report);
+    cases::run_all(&mut world, report);
+}
+
+fn bpf_lsm_active() -> Result<String, String> {
+    let list = setup::active_lsms()?;
+    if list.trim().split(',').any(|l| l == "bpf") {
+        Ok(format!("active LSMs: {}", list.trim()))
+    } else {
+        Err(format!("bpf missing from the active LSMs: {}", list.trim()))
+    }
+}
+
+fn node_tier_is_lsm(world: &World) -> Result<String, String> {
+    match world.node.tier() {
+        Tier::Lsm => Ok(format!(
+            "LSM programs attached, pinned in {}",
+            world.node.pin_dir().display()
+        )),
+        Tier::Fallback { reason } => Err(format!("fallback tier: {reason}")),
+    }
+}
+
+fn benchmark(world: &World, bench_cgroup: &cgroup::Cgroup, report: &mut Reporter) {
+    if let Err(cause) = bench::enable_stats() {
+        return report.case("bench_stats", Err(cause));
+    }
+    for (setting, cgroup) in [
+        ("unregistered", bench_cgroup),
+        ("registered", &world.enforced.cgroup),
+    ] {
+        let before = bench::snapshot(&world.node);
+        if let Err(cause) = bench::measure(setting, cgroup, report) {
+            report.case(&format!("bench_{setting}"), Err(cause));
+        }
+        bench::report_stats(setting, &before, &bench::snapshot(&world.node), report);
+    }
+}
+
+/// Booted without the BPF LSM: the probe says why, the node loads without any LSM program
+/// (none half-attached), and a denied exec is killed by the fallback tier instead.
+fn nolsm_suite(report: &mut Reporter) {
+    report.case(
+        "tier_probe_refuses_without_bpf_lsm",
+        match lsm_probe() {
+            Err(why @ LsmUnavailable::NotActive { .. }) => Ok(why.to_string()),
+            Err(other) => Err(format!("unexpected reason: {other}")),
+            Ok(()) => Err("the probe attached LSM programs on a kernel without the BPF LSM".into()),
         },
+    );
+    let mut world = match World::open() {
+        Ok(world) => world,
+        Err(cause) => return report.case("node_open", Err(cause)),
+    };
+    report.case(
+        "node_falls_back_with_no_lsm_pin",
+        match world.node.tier() {
+            Tier::Fallback { .. } if bench::any_lsm_pin(&world.node) => {
+                Err("an LSM pin exists".into())
+            }
+            Tier::Fallback { reason } => Ok(format!("fallback tier, no LSM pin: {reason}")),
+            Tier::Lsm => Err("LSM tier reported without the BPF LSM".into()),
+        },
+    );
+    report.case(
+        "fallback_kills_denied_exec",
+        cases::fallback_kill(&mut world),
     );
 }

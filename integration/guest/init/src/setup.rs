@@ -75,3 +75,12 @@ pub fn power_off() -> ! {
     // -no-reboot ends qemu as well.
     std::process::exit(1)
 }
+
+/// The `vigil.suite=` value of the kernel command line.
+pub fn suite() -> Option<String> {
+    let cmdline = fs::read_to_string("/proc/cmdline").ok()?;
+    cmdline
+        .split_whitespace()
+        .find_map(|arg| arg.strip_prefix("vigil.suite="))
+        .map(str::to_owned)
+}

@@ -49,42 +49,16 @@ fn apply_args(options: &mut Options) -> Result<(), String> {
 }
 
 fn print_report(report: &GuestReport) -> ExitCode {
-    println!(
-        "guest kernel {} ({:.1} s)",
-        report.kernel,
-        report.elapsed.as_secs_f64()
-    );
-    for line in &report.lines {
-        match line {
-            Line::Case {
-                name,
-                outcome,
-                detail,
-            } => {
-                let tag = match outcome {
-                    Outcome::Pass => "PASS",
-                    Outcome::Fail => "FAIL",
-                    Outcome::Skip => "SKIP",
-                };
-                println!("{tag} {name}: {detail}");
-            }
-            Line::Bench {
-                op,
-                setting,
-                ns_per_op,
-                iterations,
-            } => {
-                println!("BENCH {op:<8} {setting:<13} {ns_per_op:>10.0} ns/op ({iterations} ops)");
-            }
-            Line::BpfStats {
-                program,
-                run_cnt,
-                run_time_ns,
-            } => {
-                let mean = *run_time_ns as f64 / (*run_cnt).max(1) as f64;
-                println!("STATS {program:<28} {run_cnt:>8} runs {mean:>8.0} ns/run");
-            }
-            Line::End { .. } => {}
+    println!("guest kernel {}", report.kernel);
+    for boot in &report.boots {
+        let secs = boot.elapsed.as_secs_f64();
+        println!(
+            "[{}] boot took {secs:.1} s; console in {}",
+            boot.suite,
+            boot.console_log.display()
+        );
+        for line in &boot.lines {
+            print_line(boot.suite, line);
         }
     }
     let (pass, fail, skip) = (
@@ -92,10 +66,7 @@ fn print_report(report: &GuestReport) -> ExitCode {
         report.count(Outcome::Fail),
         report.count(Outcome::Skip),
     );
-    println!(
-        "{pass} passed, {fail} failed, {skip} skipped; console in {}",
-        report.console_log.display()
-    );
+    println!("{pass} passed, {fail} failed, {skip} skipped");
     if fail > 0 || pass == 0 {
         ExitCode::FAILURE
     } else if skip > 0 {
@@ -103,5 +74,39 @@ fn print_report(report: &GuestReport) -> ExitCode {
         ExitCode::from(EXIT_SKIPPED)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn print_line(suite: &str, line: &Line) {
+    match line {
+        Line::Case {
+            name,
+            outcome,
+            detail,
+        } => {
+            let tag = match outcome {
+                Outcome::Pass => "PASS",
+                Outcome::Fail => "FAIL",
+                Outcome::Skip => "SKIP",
+            };
+            println!("{tag} [{suite}] {name}: {detail}");
+        }
+        Line::Bench {
+            op,
+            setting,
+            ns_per_op,
+            iterations,
+        } => {
+            println!("BENCH {op:<8} {setting:<13} {ns_per_op:>10.0} ns/op ({iterations} ops)");
+        }
+        Line::BpfStats {
+            program,
+            run_cnt,
+            run_time_ns,
+        } => {
+            let mean = *run_time_ns as f64 / (*run_cnt).max(1) as f64;
+            println!("STATS {program:<40} {run_cnt:>8} runs {mean:>8.0} ns/run");
+        }
+        Line::End { .. } => {}
     }
 }

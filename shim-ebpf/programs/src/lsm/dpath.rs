@@ -9,8 +9,13 @@
 //! `sleepable_lsm_hooks` (kernel/bpf/bpf_lsm.c at v6.1), which include bprm_check_security,
 //! file_open and sb_mount.
 
-use aya_ebpf::{bindings::path, helpers::generated::bpf_d_path};
-use vigil_ebpf_common::{hash_resolved, PathHashes, LSM_PATH_LEN};
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::path,
+    helpers::generated::{bpf_d_path, bpf_loop},
+};
+use vigil_ebpf_common::{PathHasher, PathHashes, LSM_PATH_LEN};
 
 use super::maps::LsmScratch;
 
@@ -42,11 +47,48 @@ pub unsafe fn resolve(p: *const u8, scratch: &mut LsmScratch) -> Result<PathHash
         return Err(Unresolved::Pseudo);
     }
     // `len` counts the terminating NUL.
-    let hashes = hash_resolved(
-        &scratch.path,
-        len as usize - 1,
-        &mut scratch.folders,
-        &mut scratch.folders_ids,
-    );
-    Ok(hashes)
+    let mut walk = Walk {
+        scratch,
+        len: len as u64 - 1,
+        hasher: PathHasher::new(),
+    };
+    // One callback per byte with bpf_loop (kernel 5.17+): the verifier checks the callback
+    // once, where a bounded loop over 256 bytes with this much state exceeded its 1M
+    // instruction budget on 6.1.
+    // SAFETY: `hash_byte` has bpf_loop's callback signature; `walk` outlives the call.
+    unsafe {
+        bpf_loop(
+            LSM_PATH_LEN as u32,
+            hash_byte as *mut c_void,
+            (&mut walk as *mut Walk).cast(),
+            0,
+        )
+    };
+    Ok(walk.hasher.finish())
+}
+
+/// The state `hash_byte` works on, on the calling program's stack.
+#[repr(C)]
+struct Walk {
+    scratch: *mut LsmScratch,
+    /// Bytes of the path, NUL excluded.
+    len: u64,
+    hasher: PathHasher,
+}
+
+/// bpf_loop callback: hashes byte `index`; returns 1 (stop) past the path's end.
+#[inline(never)]
+extern "C" fn hash_byte(index: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes the `Walk` given by `resolve`, alive on its stack.
+    let walk = unsafe { &mut *(ctx as *mut Walk) };
+    let i = index as usize;
+    if index as u64 >= walk.len || i >= LSM_PATH_LEN {
+        return 1;
+    }
+    // SAFETY: the per-CPU scratch value `resolve` was handed, valid for the program's run.
+    let scratch = unsafe { &mut *walk.scratch };
+    let byte = scratch.path[i];
+    walk.hasher
+        .push(byte, &mut scratch.folders, &mut scratch.folders_ids);
+    0
 }
