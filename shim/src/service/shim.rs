@@ -228,12 +228,24 @@ async fn cleanup_dead_shim(
     if let Err(e) = mount::unmount_all(&rootfs) {
         tracing::warn!(id, error = %e, "rootfs unmount after shim death failed; continuing");
     }
+    remove_dead_socket(bundle);
     Ok(DeleteResponse {
         pid,
         exit_status: 137,
         exited_at: Some(timestamp(std::time::SystemTime::now())).into(),
         ..Default::default()
     })
+}
+
+/// Removes the dead shim's socket, unless another shim of the group still serves on it.
+fn remove_dead_socket(bundle: &Path) {
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let address = address.trim();
+    if !address.is_empty() && !socket_serves(address) {
+        remove_stale_socket(address);
+    }
 }
 
 /// runc as Create drove it (the bundle's record), else as the node config says.
