@@ -150,9 +150,18 @@ pub fn mount_all(mounts: &[RootfsMount], target: &Path) -> Result<(), MountError
 }
 
 fn mount_one(m: &RootfsMount, target: &Path) -> Result<(), MountError> {
-    let opts = parse_options(&m.options);
-    let data = opts.data.join(",");
+    let mut opts = parse_options(&m.options);
     let max = page_size();
+    // Like containerd: an overlay option string near a page gets its lowerdirs relative
+    // to their common parent, mounted from inside that folder.
+    let mut folder = None;
+    if m.kind == "overlay" && opts.data.join(",").len() >= max.saturating_sub(512) {
+        if let Some((dir, data)) = compact_lowerdir(&opts.data) {
+            folder = Some(dir);
+            opts.data = data;
+        }
+    }
+    let data = opts.data.join(",");
     if data.len() >= max {
         let kind = m.kind.clone();
         return Err(MountError::OptionsTooLong {
@@ -169,7 +178,12 @@ fn mount_one(m: &RootfsMount, target: &Path) -> Result<(), MountError> {
     };
     let fstype = (!m.kind.is_empty() && m.kind != "bind").then_some(m.kind.as_str());
     let data = (!data.is_empty()).then_some(data.as_str());
-    mount(Some(m.source.as_str()), target, fstype, opts.flags, data).map_err(err)?;
+    let first = || mount(Some(m.source.as_str()), target, fstype, opts.flags, data);
+    match &folder {
+        Some(dir) => in_folder(dir, first),
+        None => first(),
+    }
+    .map_err(err)?;
     if !opts.propagation.is_empty() {
         mount(
             None::<&str>,
@@ -187,6 +201,43 @@ fn mount_one(m: &RootfsMount, target: &Path) -> Result<(), MountError> {
         mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(err)?;
     }
     Ok(())
+}
+
+/// `lowerdir=` rewritten relative to the lowerdirs' common parent folder, and that folder.
+fn compact_lowerdir(data: &[String]) -> Option<(PathBuf, Vec<String>)> {
+    let idx = data.iter().position(|o| o.starts_with("lowerdir="))?;
+    let dirs: Vec<&str> = data[idx]["lowerdir=".len()..].split(':').collect();
+    let first = *dirs.first()?;
+    let mut common = first.len();
+    for d in &dirs[1..] {
+        common = common.min(
+            first
+                .bytes()
+                .zip(d.bytes())
+                .take_while(|(a, b)| a == b)
+                .count(),
+        );
+    }
+    let prefix = &first[..first[..common].rfind('/')? + 1];
+    if prefix.len() <= 1 {
+        return None;
+    }
+    let relative: Vec<&str> = dirs.iter().map(|d| &d[prefix.len()..]).collect();
+    let mut out = data.to_vec();
+    out[idx] = format!("lowerdir={}", relative.join(":"));
+    Some((PathBuf::from(prefix), out))
+}
+
+/// Runs `f` on a thread whose working folder (unshared from the process) is `dir`.
+fn in_folder<T: Send>(dir: &Path, f: impl FnOnce() -> nix::Result<T> + Send) -> nix::Result<T> {
+    std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
+            nix::unistd::chdir(dir)?;
+            f()
+        });
+        worker.join().unwrap_or(Err(Errno::EIO))
+    })
 }
 
 fn page_size() -> usize {
@@ -323,11 +374,40 @@ mod tests {
     }
 
     #[test]
+    fn long_lowerdir_lists_become_relative_to_their_common_parent() {
+        let base = "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots";
+        let lower: Vec<String> = (1..=80).map(|i| format!("{base}/{i}/fs")).collect();
+        let data = vec![
+            "index=off".to_string(),
+            format!("lowerdir={}", lower.join(":")),
+        ];
+        let (dir, out) = compact_lowerdir(&data).unwrap();
+        assert_eq!(dir, PathBuf::from(format!("{base}/")));
+        assert!(out[1].starts_with("lowerdir=1/fs:2/fs:3/fs"), "{}", out[1]);
+        assert!(out[1].len() < 4096 - 512);
+        assert_eq!(out[0], "index=off");
+        let unrelated = vec!["lowerdir=/a/x:/b/y".to_string()];
+        assert!(compact_lowerdir(&unrelated).is_none());
+    }
+
+    #[test]
+    fn in_folder_changes_only_the_worker_threads_folder() {
+        let before = std::env::current_dir().unwrap();
+        let seen = in_folder(Path::new("/proc"), || nix::unistd::getcwd()).unwrap();
+        assert_eq!(seen, PathBuf::from("/proc"));
+        assert_eq!(std::env::current_dir().unwrap(), before);
+    }
+
+    #[test]
     fn too_long_options_are_refused_before_mounting() {
         let m = RootfsMount {
             kind: "overlay".into(),
             source: "overlay".into(),
-            options: vec![format!("lowerdir={}", "/x".repeat(4096))],
+            options: vec![format!(
+                "lowerdir=/a{}:/b{}",
+                "/x".repeat(1100),
+                "/y".repeat(1100)
+            )],
         };
         let err = mount_one(&m, Path::new("/nonexistent")).unwrap_err();
         assert!(matches!(err, MountError::OptionsTooLong { .. }), "{err}");
