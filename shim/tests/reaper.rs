@@ -21,7 +21,10 @@ async fn reaps_spawned_children_and_reports_strangers() {
     assert_eq!(killed.wait().await.unwrap(), 137);
 
     // A child not started through the reaper ends up on the exit stream.
-    #[expect(clippy::zombie_processes, reason = "the reaper under test waits for it")]
+    #[expect(
+        clippy::zombie_processes,
+        reason = "the reaper under test waits for it"
+    )]
     let stranger = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
     let pid = stranger.id() as i32;
     let exit = tokio::time::timeout(Duration::from_secs(10), others.recv())

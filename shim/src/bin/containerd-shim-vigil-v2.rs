@@ -11,7 +11,11 @@ fn main() {
         .skip(1)
         .any(|a| a == "-v" || a == "-version" || a == "--version")
     {
-        println!("{}:\n  Version: {}", env!("CARGO_BIN_NAME"), env!("CARGO_PKG_VERSION"));
+        println!(
+            "{}:\n  Version: {}",
+            env!("CARGO_BIN_NAME"),
+            env!("CARGO_PKG_VERSION")
+        );
         return;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
