@@ -393,7 +393,7 @@ mod tests {
     #[test]
     fn in_folder_changes_only_the_worker_threads_folder() {
         let before = std::env::current_dir().unwrap();
-        let seen = in_folder(Path::new("/proc"), || nix::unistd::getcwd()).unwrap();
+        let seen = in_folder(Path::new("/proc"), nix::unistd::getcwd).unwrap();
         assert_eq!(seen, PathBuf::from("/proc"));
         assert_eq!(std::env::current_dir().unwrap(), before);
     }
