@@ -1,0 +1,7 @@
+//! placeholder
+use crate::runner::Case;
+
+/// The field cases.
+pub fn cases() -> Vec<Case> {
+    vec![]
+}
