@@ -7,9 +7,10 @@ pub const BUSYBOX: &str = "/bin/busybox";
 pub const APPLETS: &[&str] = &[
     "sh", "cat", "nc", "echo", "true", "touch", "sleep", "ls", "rm",
 ];
-/// A second copy of busybox that no allow list names: running it must fail with EPERM in an
-/// enforced container, and its `touch` proves whether it ran.
-pub const DROPPER: &str = "/usr/local/bin/dropper";
+/// A second copy of busybox that no allow list names, a "dropped binary": running it must
+/// fail with EPERM in an enforced container. Named `touch` so busybox runs that applet: the
+/// file it creates proves whether it ran.
+pub const DROPPER: &str = "/usr/local/bin/touch";
 /// A merged-/usr tree: `MERGED_ROOT/bin -> usr/bin`, busybox in `MERGED_ROOT/usr/bin`.
 pub const MERGED_ROOT: &str = "/merged";
 /// A file the enforced container may read.

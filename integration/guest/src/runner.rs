@@ -223,6 +223,10 @@ fn guest_program(options: &Options) -> Result<PathBuf, RunError> {
             "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
             "-C target-feature=+crt-static",
         )
+        // Without debug info the initramfs is ~20 MB instead of ~190 MB, which TCG unpacks
+        // in a fraction of the time.
+        .env("CARGO_PROFILE_DEV_DEBUG", "false")
+        .env("CARGO_PROFILE_DEV_STRIP", "symbols")
         .current_dir(&options.workspace);
     let shown = format!("{command:?}");
     let status = command.status().map_err(|e| RunError::Build {

@@ -282,9 +282,10 @@ pub struct LsmOffsets {
     pub binprm_file: u32,
     pub binprm_filename: u32,
     pub binprm_buf: u32,
-    /// `struct file`: `f_path`, `f_mode`.
+    /// `struct file`: `f_path`, `f_mode`, `f_flags`.
     pub file_path: u32,
     pub file_mode: u32,
+    pub file_flags: u32,
     /// `struct socket`: `type` (SOCK_STREAM, SOCK_DGRAM, ...).
     pub socket_type: u32,
     /// `struct task_struct`: `tgid`, `comm`.

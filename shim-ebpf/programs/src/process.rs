@@ -167,7 +167,9 @@ fn applet_hash(ev: &ExecEvent, tmp: &mut [u64; 2]) -> u64 {
             break;
         }
     }
-    let start = (kernel::launder(&mut tmp[1], start as u64) as usize).min(end);
+    // Clamped by a constant first: the 6.1 verifier (Debian 12) bounds a register only by
+    // comparisons with constants, and refuses `argv + start` with an unbounded start.
+    let start = (kernel::launder(&mut tmp[1], start as u64) as usize).min(ARGV_LEN).min(end);
     let end = end.min(start + NAME_LEN - 1);
     exec_name_hash_step(ev.path.hash, argv, start, end)
 }

@@ -77,6 +77,7 @@ pub(crate) fn offsets(btf: &Btf, path: &Path) -> Result<LsmOffsets> {
         binprm_buf: f("linux_binprm", "buf")?,
         file_path: f("file", "f_path")?,
         file_mode: f("file", "f_mode")?,
+        file_flags: f("file", "f_flags")?,
         socket_type: f("socket", "type")?,
         task_tgid: f("task_struct", "tgid")?,
         task_comm: f("task_struct", "comm")?,

@@ -81,7 +81,7 @@ fn blocked_exec(path: &'static str) -> impl Fn(&Event) -> bool {
 fn denied_entrypoint(w: &mut World) -> Outcome {
     let marker = "/tmp/dropper-ran";
     let started = Instant::now();
-    let ran = run(&w.enforced.cgroup, DROPPER, &["touch", marker]);
+    let ran = run(&w.enforced.cgroup, DROPPER, &[marker]);
     let elapsed = started.elapsed();
     let errno = ran.spawn_error.as_ref().and_then(|e| e.raw_os_error());
     expect(errno == Some(libc::EPERM), || {
@@ -110,7 +110,7 @@ fn denied_entrypoint(w: &mut World) -> Outcome {
 
 fn exec_denied_from_shell(w: &mut World) -> Outcome {
     let marker = "/tmp/dropper-ran-2";
-    let script = format!("{DROPPER} touch {marker}; echo rc=$?");
+    let script = format!("{DROPPER} {marker}; echo rc=$?");
     let ran = run(&w.enforced.cgroup, "/bin/sh", &["-c", &script]);
     expect(
         ran.stdout.contains("rc=126") || ran.stdout.contains("rc=127"),
@@ -324,7 +324,7 @@ fn monitor(w: &mut World) -> Outcome {
         "no monitor file event for /etc/shadow".into()
     })?;
     let marker = "/tmp/dropper-ran-monitor";
-    let ran = run(&cg, DROPPER, &["touch", marker]);
+    let ran = run(&cg, DROPPER, &[marker]);
     expect(ran.code == Some(0) && Path::new(marker).exists(), || {
         ran.describe()
     })?;
@@ -334,7 +334,7 @@ fn monitor(w: &mut World) -> Outcome {
 fn other_unaffected(w: &mut World) -> Outcome {
     let cg = &w.other;
     let marker = "/tmp/dropper-ran-other";
-    let ran = run(cg, DROPPER, &["touch", marker]);
+    let ran = run(cg, DROPPER, &[marker]);
     expect(ran.code == Some(0) && Path::new(marker).exists(), || {
         ran.describe()
     })?;
@@ -406,7 +406,7 @@ fn exe(e: &Event) -> String {
 /// Without the LSM tier a denied exec starts and is killed before its first instruction.
 pub fn fallback_kill(w: &mut World) -> Outcome {
     let marker = "/tmp/dropper-ran-fallback";
-    let ran = run(&w.enforced.cgroup, DROPPER, &["touch", marker]);
+    let ran = run(&w.enforced.cgroup, DROPPER, &[marker]);
     expect(ran.signal == Some(libc::SIGKILL), || ran.describe())?;
     expect(!Path::new(marker).exists(), || {
         format!("{marker} exists: the program ran")
@@ -430,7 +430,7 @@ fn unregister(w: &mut World) -> Outcome {
         .unregister()
         .map_err(|e| format!("unregister: {e}"))?;
     let marker = "/tmp/dropper-ran-after";
-    let ran = run(&w.enforced.cgroup, DROPPER, &["touch", marker]);
+    let ran = run(&w.enforced.cgroup, DROPPER, &[marker]);
     expect(ran.code == Some(0) && Path::new(marker).exists(), || {
         ran.describe()
     })?;
@@ -438,4 +438,20 @@ fn unregister(w: &mut World) -> Outcome {
         "LSM tier gone".into()
     })?;
     Ok("the dropper runs once the cgroup is unregistered; LSM programs stay attached".into())
+}
+
+/// Without the LSM tier an exec the profile allows runs: the fallback's own path hash and
+/// applet check admit it (a wrong hash in the kernel would kill it).
+pub fn fallback_allows(w: &mut World) -> Outcome {
+    let ran = run(&w.enforced.cgroup, "/bin/cat", &[ALLOWED_FILE]);
+    expect(
+        ran.code == Some(0) && ran.stdout.trim() == "vigil-guest",
+        || ran.describe(),
+    )?;
+    let sh = run(&w.enforced.cgroup, "/bin/sh", &["-c", "cat /etc/hostname"]);
+    expect(
+        sh.code == Some(0) && sh.stdout.trim() == "vigil-guest",
+        || sh.describe(),
+    )?;
+    Ok("/bin/cat and a /proc/self/exe re-exec of cat ran under the fallback tier".into())
 }

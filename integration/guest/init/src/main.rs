@@ -126,6 +126,10 @@ fn nolsm_suite(report: &mut Reporter) {
         },
     );
     report.case(
+        "fallback_allows_profiled_exec",
+        cases::fallback_allows(&mut world),
+    );
+    report.case(
         "fallback_kills_denied_exec",
         cases::fallback_kill(&mut world),
     );

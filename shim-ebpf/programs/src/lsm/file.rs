@@ -3,9 +3,10 @@
 //!
 //! Called from do_dentry_open (fs/open.c at v6.1) once the file exists, so a refused
 //! O_CREAT open can leave an empty new file (docs/lsm-tier.md). The access comes from
-//! `file->f_mode`: FMODE_READ, FMODE_WRITE; opens with FMODE_EXEC (the kernel opening a
-//! binary or interpreter for execve) are left to bprm_check_security. O_PATH opens never
-//! reach this hook.
+//! `file->f_mode`: FMODE_READ, FMODE_WRITE. The kernel's own opens of a binary or an
+//! interpreter for execve and uselib carry `__FMODE_EXEC` in `f_flags` (fs/exec.c,
+//! `open_exec_flags` at v6.1; `f_mode` does not get FMODE_EXEC there) and are left to
+//! bprm_check_security. O_PATH opens never reach this hook.
 
 use aya_ebpf::{helpers::bpf_probe_read_kernel_str_bytes, macros::lsm, programs::LsmContext};
 use vigil_ebpf_common::{
@@ -23,6 +24,7 @@ use crate::{emit, kernel, maps, path, scope};
 /// include/linux/fs.h at v6.1.
 const FMODE_READ: u32 = 0x1;
 const FMODE_WRITE: u32 = 0x2;
+/// `__FMODE_EXEC` in `f_flags`, the value of FMODE_EXEC (include/linux/fs.h at v6.1).
 const FMODE_EXEC: u32 = 0x20;
 
 #[lsm(hook = "file_open")]
@@ -43,8 +45,10 @@ pub fn vigil_lsm_file_open(ctx: LsmContext) -> i32 {
     let file: *const u8 = ctx.arg(0);
     // SAFETY: `file` is the hook's BTF-typed argument; f_mode is a u32 field.
     let f_mode = unsafe { kernel_u32(file, offsets::file_mode()) };
+    // SAFETY: as above; f_flags is a u32 field.
+    let f_flags = unsafe { kernel_u32(file, offsets::file_flags()) };
     let wanted = access_bits(f_mode);
-    if f_mode & FMODE_EXEC != 0 || wanted == 0 {
+    if (f_mode | f_flags) & FMODE_EXEC != 0 || wanted == 0 {
         return 0;
     }
     let Some(scratch) = VIGIL_LSM_SCRATCH.get_ptr_mut(0) else {

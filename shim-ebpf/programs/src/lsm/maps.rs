@@ -4,7 +4,7 @@ use aya_ebpf::{
     btf_maps::{HashMap, PerCpuArray},
     macros::btf_map,
 };
-use vigil_ebpf_common::{FileAllowKey, LsmEvent, LSM_PATH_LEN, LSM_PREFIX_DEPTH};
+use vigil_ebpf_common::{FileAllowKey, LsmEvent, PathHasher, LSM_PATH_LEN, LSM_PREFIX_DEPTH};
 
 /// Enforce and monitor: files a registration may open, with the allowed access bits.
 #[btf_map]
@@ -23,6 +23,11 @@ pub struct LsmScratch {
     pub folders: [u64; LSM_PREFIX_DEPTH],
     /// The same with id-like components hashed as `*`.
     pub folders_ids: [u64; LSM_PREFIX_DEPTH],
+    /// The hashing state the `bpf_loop` callback updates, in map memory on purpose (see
+    /// `dpath::resolve`).
+    pub hasher: PathHasher,
+    /// Bytes of `path`, NUL excluded.
+    pub len: u64,
     pub event: LsmEvent,
 }
 
