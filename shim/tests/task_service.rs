@@ -55,7 +55,8 @@ kill)
   [ "$1" = --all ] && shift
   kill -"$2" "$(cat "$ROOT/$1.pid" 2>/dev/null)" 2>/dev/null || fail "container not running" ;;
 delete)
-  [ "$1" = --force ] && { shift; kill -9 "$(cat "$ROOT/$1.pid" 2>/dev/null)" 2>/dev/null; }
+  [ "$1" = --force ] && shift
+  kill -9 "$(cat "$ROOT/$1.pid" 2>/dev/null)" 2>/dev/null
   rm -f "$ROOT/$1.pid" "$ROOT/$1.started" ;;
 exec)
   P=$3; F=$5; ID=$6
@@ -221,6 +222,14 @@ async fn task_service_against_a_fake_runc() {
     exec_events_and_exit_codes(&mut b).await;
     stdout_reaches_the_fifo_and_stdin_closes(&mut b).await;
     errors_name_what_is_wrong(&mut b).await;
+    deleting_a_created_container_reports_its_kill(&mut b).await;
+}
+
+async fn deleting_a_created_container_reports_its_kill(b: &mut Bench) {
+    b.create("c5", "true").await;
+    assert_eq!(b.delete("c5", "").await.unwrap(), 137);
+    let topics = b.topics().await;
+    assert_eq!(topics, ["/tasks/create", "/tasks/exit", "/tasks/delete"]);
 }
 
 async fn lifecycle_events_in_order(b: &mut Bench) {

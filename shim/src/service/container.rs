@@ -22,6 +22,9 @@ use crate::runc::{Runc, Spawner};
 /// How long Delete waits for a process' output to drain before closing its stdio.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
+/// How long Delete of a created container waits for the exit of the init runc killed.
+const CREATED_EXIT_LIMIT: Duration = Duration::from_secs(1);
+
 /// What every container of this shim shares.
 pub struct Shared {
     /// containerd namespace.
@@ -227,21 +230,12 @@ impl Container {
     pub async fn delete_init(&self) -> TaskResult<()> {
         let p = self.init.clone();
         let _op = p.op.lock().await;
-        match p.status() {
-            Status::Running => {
-                return Err(TaskError::FailedPrecondition(
-                    "cannot delete a running process".into(),
-                ))
-            }
-            Status::Paused => {
-                return Err(TaskError::FailedPrecondition(
-                    "cannot delete a paused process".into(),
-                ))
-            }
-            Status::Created | Status::Stopped => {}
-        }
-        // runc kills a created init; that exit is not this process' story any more.
-        self.shared.book.forget(p.pid(), &p);
+        let was_created = match p.status() {
+            Status::Running => return Err(busy("cannot delete a running process")),
+            Status::Paused => return Err(busy("cannot delete a paused process")),
+            Status::Created => true,
+            Status::Stopped => false,
+        };
         close_io(&p).await;
         let result = match self.runc.delete(&self.id, false).await {
             Err(e) if !e.to_string().contains("does not exist") => {
@@ -249,6 +243,12 @@ impl Container {
             }
             _ => Ok(()),
         };
+        // runc kills a created init: report that exit (137) before TaskDelete, as the Go
+        // shim's reaper does, unless the reaper is slower than a second.
+        if was_created && result.is_ok() {
+            let _ = tokio::time::timeout(CREATED_EXIT_LIMIT, p.wait()).await;
+        }
+        self.shared.book.forget(p.pid(), &p);
         self.release_node_state().await;
         result
     }
@@ -270,6 +270,10 @@ impl Container {
             }
         }
     }
+}
+
+fn busy(msg: &str) -> TaskError {
+    TaskError::FailedPrecondition(msg.to_string())
 }
 
 fn expect_created(p: &Process) -> TaskResult<()> {
