@@ -76,7 +76,7 @@ impl Shim for ShimService {
             write_address(&cwd, &address)?;
             return Ok(address);
         }
-        remove_stale_socket(&address);
+        let _ = remove_stale_socket(&address);
         spawn_server(&opts, &address)?;
         write_address(&cwd, &address)?;
         Ok(address)
@@ -158,12 +158,14 @@ fn socket_serves(address: &str) -> bool {
     UnixStream::connect(socket_path(address)).is_ok()
 }
 
-fn remove_stale_socket(address: &str) {
+/// Removes a socket nobody serves on. Failure is left to the server's bind, which retries
+/// and reports; `start` must not print anything but the address (containerd reads stdout
+/// and stderr together).
+fn remove_stale_socket(address: &str) -> std::io::Result<()> {
     let path = socket_path(address);
-    if std::fs::symlink_metadata(path).is_ok() {
-        if let Err(e) = std::fs::remove_file(path) {
-            eprintln!("{RUNTIME_ID}: remove stale socket {path}: {e}");
-        }
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => std::fs::remove_file(path),
+        Err(_) => Ok(()),
     }
 }
 
@@ -207,9 +209,9 @@ fn spawn_server(opts: &StartOpts, address: &str) -> containerd_shim::Result<()> 
             "shim server exited at start-up with {status}"
         )));
     }
-    if let Err(e) = containerd_shim::cgroup::adjust_oom_score(child.id()) {
-        eprintln!("{RUNTIME_ID}: adjust shim oom score: {e}");
-    }
+    // Best effort, silently: the shim then keeps the default score (and `start` must not
+    // print anything but the address).
+    let _ = containerd_shim::cgroup::adjust_oom_score(child.id());
     Ok(())
 }
 
@@ -244,7 +246,9 @@ fn remove_dead_socket(bundle: &Path) {
     };
     let address = address.trim();
     if !address.is_empty() && !socket_serves(address) {
-        remove_stale_socket(address);
+        if let Err(e) = remove_stale_socket(address) {
+            tracing::warn!(address, error = %e, "remove dead shim's socket; continuing");
+        }
     }
 }
 
