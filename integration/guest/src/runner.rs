@@ -75,6 +75,9 @@ pub struct BootReport {
 pub struct GuestReport {
     pub kernel: String,
     pub boots: Vec<BootReport>,
+    /// The guest program's benchmark loops run on the host itself (setting `host`), to
+    /// translate emulated (TCG) times into native ones; empty when they could not run.
+    pub host_bench: Vec<Line>,
 }
 
 impl GuestReport {
@@ -171,9 +174,11 @@ pub fn run(options: &Options) -> Result<RunOutcome, RunError> {
             console_log,
         });
     }
+    let host_bench = host_yardstick(&init);
     Ok(RunOutcome::Ran(GuestReport {
         kernel: kernel.source,
         boots,
+        host_bench,
     }))
 }
 
@@ -273,4 +278,26 @@ fn guest_image(init: &Path) -> Result<Image, ImageError> {
         );
     }
     Ok(image)
+}
+
+/// Host loops of the guest program (`bench OP N`, no vigil program involved): the same
+/// binary, natively, for a TCG slow-down factor per operation.
+fn host_yardstick(init: &Path) -> Vec<Line> {
+    [("getppid", 1_000_000u64), ("open", 200_000)]
+        .into_iter()
+        .filter_map(|(op, iterations)| {
+            let output = Command::new(init)
+                .args(["bench", op, &iterations.to_string()])
+                .output();
+            let stdout = String::from_utf8_lossy(&output.ok()?.stdout).into_owned();
+            let ns_per_op = stdout.trim().strip_prefix("ns_per_op=")?.parse().ok()?;
+            let (op, setting) = (op.to_string(), "host".to_string());
+            Some(Line::Bench {
+                op,
+                setting,
+                ns_per_op,
+                iterations,
+            })
+        })
+        .collect()
 }

@@ -34,6 +34,7 @@ pub fn run_all(world: &mut World, report: &mut Reporter) {
         ("monitor_reports_and_allows", monitor),
         ("other_cgroup_unaffected", other_unaffected),
         ("v09_busybox_exec_identity", v09),
+        ("no_events_lost", no_events_lost),
         ("unregister_stops_guarding", unregister),
     ];
     for (name, case) in cases {
@@ -454,4 +455,21 @@ pub fn fallback_allows(w: &mut World) -> Outcome {
         || sh.describe(),
     )?;
     Ok("/bin/cat and a /proc/self/exe re-exec of cat ran under the fallback tier".into())
+}
+
+/// Every event of the run reached user space (the benchmark's thousand execs included).
+fn no_events_lost(w: &mut World) -> Outcome {
+    let mut counts = Vec::new();
+    for guarded in [&w.enforced, &w.monitored] {
+        let registration = guarded
+            .registration
+            .as_ref()
+            .ok_or("unregistered too early")?;
+        let lost = registration
+            .lost_events()
+            .map_err(|e| format!("lost count: {e}"))?;
+        counts.push(format!("{} lost {lost}", guarded.cgroup.name));
+        expect(lost == 0, || counts.join(", "))?;
+    }
+    Ok(counts.join(", "))
 }

@@ -47,7 +47,7 @@ fn lsm_suite(report: &mut Reporter) {
         Ok(cgroup) => cgroup,
         Err(cause) => return report.case("guest_fixture", Err(cause)),
     };
-    if let Err(cause) = bench::measure("none", &bench_cgroup, report) {
+    if let Err(cause) = bench::measure(&[("none", &bench_cgroup)], None, &mut || {}, report) {
         report.case("bench_none", Err(cause));
     }
     report.case(
@@ -61,7 +61,7 @@ fn lsm_suite(report: &mut Reporter) {
         Err(cause) => return report.case("node_open", Err(cause)),
     };
     report.case("node_tier_is_lsm", node_tier_is_lsm(&world));
-    benchmark(&world, &bench_cgroup, report);
+    benchmark(&mut world, &bench_cgroup, report);
     cases::run_all(&mut world, report);
 }
 
@@ -84,19 +84,16 @@ fn node_tier_is_lsm(world: &World) -> Result<String, String> {
     }
 }
 
-fn benchmark(world: &World, bench_cgroup: &cgroup::Cgroup, report: &mut Reporter) {
+fn benchmark(world: &mut World, bench_cgroup: &cgroup::Cgroup, report: &mut Reporter) {
     if let Err(cause) = bench::enable_stats() {
         return report.case("bench_stats", Err(cause));
     }
-    for (setting, cgroup) in [
-        ("unregistered", bench_cgroup),
-        ("registered", &world.enforced.cgroup),
-    ] {
-        let before = bench::snapshot(&world.node);
-        if let Err(cause) = bench::measure(setting, cgroup, report) {
-            report.case(&format!("bench_{setting}"), Err(cause));
-        }
-        bench::report_stats(setting, &before, &bench::snapshot(&world.node), report);
+    let enforced = world.enforced.cgroup.clone();
+    let settings = [("unregistered", bench_cgroup), ("registered", &enforced)];
+    let World { node, enforced, .. } = world;
+    let mut drain = || enforced.discard_events();
+    if let Err(cause) = bench::measure(&settings, Some(node), &mut drain, report) {
+        report.case("bench_with_programs", Err(cause));
     }
 }
 

@@ -47,6 +47,12 @@ impl Guarded {
         &self.seen
     }
 
+    /// Reads and drops every event received so far (the benchmark's execs).
+    pub fn discard_events(&mut self) {
+        self.events();
+        self.seen.clear();
+    }
+
     /// The first event matching `wanted`, waiting up to a second for it to arrive.
     pub fn find(&mut self, wanted: impl Fn(&Event) -> bool) -> Option<Event> {
         let deadline = Instant::now() + Duration::from_secs(1);

@@ -61,6 +61,9 @@ fn print_report(report: &GuestReport) -> ExitCode {
             print_line(boot.suite, line);
         }
     }
+    for line in &report.host_bench {
+        print_line("host", line);
+    }
     let (pass, fail, skip) = (
         report.count(Outcome::Pass),
         report.count(Outcome::Fail),

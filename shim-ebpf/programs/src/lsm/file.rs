@@ -60,7 +60,7 @@ pub fn vigil_lsm_file_open(ctx: LsmContext) -> i32 {
     let f_path = unsafe { file.add(offsets::file_path() as usize) };
     let (allowed, hash) = match unsafe { dpath::resolve(f_path, scratch) } {
         Ok(hashes) => (
-            granted(&c, scratch, &hashes) & wanted == wanted,
+            granted(&c, scratch, &hashes, wanted) & wanted == wanted,
             hashes.exact,
         ),
         Err(Unresolved::Pseudo) => return 0,
@@ -103,13 +103,16 @@ fn access_bits(f_mode: u32) -> u8 {
     bits
 }
 
-/// Union of the access bits every matching rule grants: the exact path, then each folder.
+/// The access bits the matching rules grant, looked up until `wanted` is covered: the
+/// exact path first (the common case: one lookup), then each folder from the root down.
 #[inline(always)]
-fn granted(c: &Container, scratch: &LsmScratch, hashes: &PathHashes) -> u8 {
-    let mut bits = lookup(c, file_rule::EXACT, hashes.exact)
-        | lookup(c, file_rule::EXACT | file_rule::IDS_AS_STAR, hashes.ids);
+fn granted(c: &Container, scratch: &LsmScratch, hashes: &PathHashes, wanted: u8) -> u8 {
+    let mut bits = lookup(c, file_rule::EXACT, hashes.exact);
+    if bits & wanted != wanted && hashes.ids != hashes.exact {
+        bits |= lookup(c, file_rule::EXACT | file_rule::IDS_AS_STAR, hashes.ids);
+    }
     for i in 0..LSM_PREFIX_DEPTH {
-        if i >= hashes.folders || bits == access::READ | access::WRITE {
+        if i >= hashes.folders || bits & wanted == wanted {
             break;
         }
         bits |= lookup(c, file_rule::PREFIX, scratch.folders[i]);
