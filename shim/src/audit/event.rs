@@ -807,7 +807,8 @@ impl EventBuilder {
         self
     }
 
-    fn output(mut self, output: String) -> Self {
+    /// Replaces the event's one-line description.
+    pub fn output(mut self, output: String) -> Self {
         self.output = Some(output);
         self
     }

@@ -185,6 +185,12 @@ impl AsyncEventReader {
             }
         }
     }
+
+    /// Decodes every event available now into `out` without waiting (the last read before
+    /// a container's registration goes).
+    pub fn drain_now(&mut self, out: &mut Vec<Event>) -> usize {
+        self.fd.get_mut().drain(out)
+    }
 }
 
 /// Decodes one record; `None` for a short or unknown record.

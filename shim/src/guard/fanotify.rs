@@ -40,6 +40,9 @@ pub enum Access {
     Write,
     /// Opened to be executed (execve of the file, or the ELF interpreter).
     Exec,
+    /// Opened by the kernel on the thread's behalf outside an open syscall (loading an
+    /// executable's pieces): not an access the program chose.
+    Kernel,
 }
 
 /// One open the kernel is holding until the shim answers.
@@ -257,8 +260,8 @@ fn access_kind(tid: u32, mask: u64) -> Access {
     match open_flags(tid) {
         Some(flags) if is_write(flags) => Access::Write,
         Some(_) => Access::Read,
-        // Not stopped in an open syscall we know: a kernel-internal read (exec loading).
-        None => Access::Read,
+        // Not stopped in an open syscall we know: a kernel-internal open (exec loading).
+        None => Access::Kernel,
     }
 }
 

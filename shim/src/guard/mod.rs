@@ -6,6 +6,7 @@
 
 pub mod fanotify;
 pub mod notify;
+pub mod vigil;
 
 use std::collections::HashMap;
 use std::path::Path;

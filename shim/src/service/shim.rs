@@ -18,7 +18,8 @@ use super::events::{self, timestamp, EventSink};
 use super::mount;
 use super::task::TaskService;
 use crate::config::{self, ConfigLocation};
-use crate::guard::{Guard, NoGuard};
+use crate::guard::vigil::VigilGuard;
+use crate::guard::Guard;
 use crate::logging;
 use crate::runc::{read_pid_file, DirectSpawner, Runc};
 
@@ -30,8 +31,8 @@ const MAX_SOCKET_PATH: usize = 107;
 
 /// The guard every container of this shim is driven through. The real guard is plugged in
 /// here, and only here.
-fn node_guard() -> Arc<dyn Guard> {
-    Arc::new(NoGuard)
+fn node_guard(containerd_address: &str) -> Arc<dyn Guard> {
+    Arc::new(VigilGuard::new(containerd_address))
 }
 
 /// What containerd told this process on its command line.
@@ -41,6 +42,8 @@ pub struct ShimService {
     namespace: String,
     socket: String,
     bundle: String,
+    /// containerd's gRPC socket.
+    address: String,
 }
 
 /// The framework settings vigil runs with: its own logger and its own reaper.
@@ -64,6 +67,7 @@ impl Shim for ShimService {
             namespace: args.namespace.clone(),
             socket: args.socket.clone(),
             bundle: args.bundle.clone(),
+            address: args.address.clone(),
         }
     }
 
@@ -101,7 +105,7 @@ impl Shim for ShimService {
         events::forward(publisher, self.namespace.clone(), queue);
         let service = TaskService::new(
             &self.namespace,
-            node_guard(),
+            node_guard(&self.address),
             sink,
             self.exit.clone(),
             &self.socket,

@@ -1,0 +1,100 @@
+//! What /proc says about a process of the container, for audit events.
+//!
+//! Everything here is best effort: the process may be gone by the time it is read (a killed
+//! exec, a short-lived child), in which case the event carries what the kernel record had.
+
+use std::path::Path;
+
+use crate::audit::Process;
+
+/// The process `pid` as an audit [`Process`]: executable (relative to the container's root),
+/// argv, parent and uid, from /proc.
+pub fn describe(pid: u32, rootfs: &Path) -> Process {
+    let mut process = Process::new(pid);
+    if let Some(exe) = exe_in_container(pid, rootfs) {
+        process = process.exepath(exe.as_bytes());
+    }
+    if let Some(comm) = comm(pid) {
+        process = process.name(comm.as_bytes());
+    }
+    if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+        process = process.argv(&cmdline);
+    }
+    if let Some(status) = status(pid) {
+        let pname = comm(status.ppid).unwrap_or_default();
+        process = process
+            .parent(Some(status.ppid), pname.as_bytes())
+            .uid(status.uid);
+    }
+    process
+}
+
+/// `/proc/<pid>/comm` without its newline.
+pub fn comm(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(text.trim_end_matches('\n').to_string())
+}
+
+/// The process's executable as the container sees it (the host's rootfs prefix removed);
+/// `None` when the process is gone.
+pub fn exe_in_container(pid: u32, rootfs: &Path) -> Option<String> {
+    let host = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    Some(match host.strip_prefix(rootfs) {
+        Ok(inside) => format!("/{}", inside.display()),
+        Err(_) => host.display().to_string(),
+    })
+}
+
+/// Parent pid and effective uid from `/proc/<pid>/status`.
+pub struct Status {
+    pub ppid: u32,
+    pub uid: u32,
+}
+
+/// Reads `/proc/<pid>/status`.
+pub fn status(pid: u32) -> Option<Status> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::split_whitespace)
+    };
+    let ppid = field("PPid:")?.next()?.parse().ok()?;
+    // Uid: real, effective, saved, filesystem.
+    let uid = field("Uid:")?.nth(1)?.parse().ok()?;
+    Some(Status { ppid, uid })
+}
+
+/// The cgroup2 path of a thread (`0::` line of `/proc/<tid>/cgroup`).
+pub fn cgroup2_path(tid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{tid}/cgroup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_string)
+}
+
+/// Whether the thread runs the OCI runtime's own code (runc init before it executes the
+/// workload: its binary is runc, or runc's sealed memfd copy of itself).
+pub fn is_runtime(tid: u32, runtime_exe: Option<&Path>) -> bool {
+    let Ok(exe) = std::fs::read_link(format!("/proc/{tid}/exe")) else {
+        return false;
+    };
+    let text = exe.to_string_lossy();
+    text.starts_with("/memfd:runc_cloned") || runtime_exe.is_some_and(|r| exe == r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_this_process() {
+        let me = std::process::id();
+        let s = status(me).expect("own status");
+        assert_eq!(s.uid, nix::unistd::geteuid().as_raw());
+        assert_eq!(s.ppid, nix::unistd::getppid().as_raw() as u32);
+        assert!(comm(me).is_some_and(|c| !c.is_empty()));
+        assert!(cgroup2_path(me).is_some() || !Path::new("/proc/self/cgroup").exists());
+        assert!(!is_runtime(me, None));
+    }
+}
