@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
 use vigil_integration::cmd::Output;
 
 /// The field cases' hang deadlines are asserted at five times the stated figure.
@@ -104,14 +104,6 @@ pub fn normalize_tty(text: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Fails with `what` and the containerd log tail when `cond` is false.
-pub fn that(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
-    if !cond {
-        bail!("{}", what());
-    }
-    Ok(())
 }
 
 use vigil_integration::{Image, Run, Task};

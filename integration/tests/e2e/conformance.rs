@@ -27,6 +27,8 @@ pub fn cases() -> Vec<Case> {
         Case::compare("conformance/many_containers", many_containers),
         Case::compare("conformance/exit_before_start", exit_before_start),
         Case::compare("conformance/containerd_restart", containerd_restart),
+        Case::vigil("conformance/default_mode_lifecycle", default_mode_lifecycle)
+            .with_vigil_config(""),
     ]
 }
 
@@ -430,4 +432,26 @@ fn containerd_restart(env: &Env) -> Result<Observed> {
         c1.id
     );
     Ok(obs)
+}
+
+/// With the node's default mode (no `default_mode`, no annotation: learn while the image has
+/// no profile) a container still runs, prints, execs and exits as in `off`.
+fn default_mode_lifecycle(env: &Env) -> Result<()> {
+    let out = env.c.run(&env.run("dflt").sh("echo hello; exit 3"), CTR)?;
+    check::rc_stdout(&out, 3, "hello\n")?;
+    let task = env.start_detached("dfltexec", "sleep 600")?;
+    let out = env
+        .c
+        .exec(&task.id, "e", &["sh", "-c", "echo in-exec; exit 4"], CTR)?;
+    check::rc_stdout(&out, 4, "in-exec\n")?;
+    env.kill(&task.id, "SIGKILL", None)?;
+    env.c.wait_task_status(&task.id, "STOPPED", hang(2))?;
+    ensure!(
+        env.delete_status(&task.id)? == 137,
+        "delete did not report 137"
+    );
+    check::rc(&env.c.ctr(&["container", "rm", &task.id])?, 0)?;
+    let clean = check::wait_until(hang(2), || env.c.leftovers().is_empty());
+    ensure!(clean, "left behind: {:?}", env.c.leftovers());
+    Ok(())
 }
