@@ -399,10 +399,20 @@ oom_score = 0
     }
 }
 
+impl Containerd {
+    /// Stops containerd and tears down everything its containers left (processes, runc
+    /// state, mounts, cgroups, bpffs pins, shim sockets); returns what could not be cleaned.
+    /// Dropping does the same; this is for callers that must clean up without unwinding
+    /// (a signal handler thread).
+    pub fn shutdown(&self) -> Vec<String> {
+        let _ = self.stop();
+        self.scope.teardown()
+    }
+}
+
 impl Drop for Containerd {
     fn drop(&mut self) {
-        let _ = self.stop();
-        let problems = self.scope.teardown();
+        let problems = self.shutdown();
         if std::env::var_os("VIGIL_E2E_KEEP").is_some() {
             eprintln!("VIGIL_E2E_KEEP: leaving {}", self.dir().display());
             let dir = std::mem::replace(&mut self.dir, tempfile::TempDir::new().expect("tmp"));
