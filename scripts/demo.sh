@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# vigil's main job, end to end: installs what is missing (scripts/setup.sh), builds vigil
+# (release), installs its two binaries (containerd-shim-vigil-v2 and vigil) into a prefix,
+# then runs vigil-demo (integration/src/bin/vigil-demo.rs): a private containerd under a
+# temporary folder configured with the vigil runtime (never the system's), the offline redis
+# image, redis-server run through vigil, redis-cli and redis-benchmark against it, and a full
+# teardown, also on Ctrl-C or SIGTERM.
+#
+# usage: sudo scripts/demo.sh [--prefix DIR] [--mode learn|monitor|enforce|off] [--requests N]
+#   --prefix   where the binaries go (default /usr/local/bin)
+#   --mode     vigil.dev/mode of the redis container (default: the node's default)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+prefix=/usr/local/bin
+demo_args=()
+while (($#)); do
+    case $1 in
+    --prefix)
+        prefix=${2:?--prefix needs a folder}
+        shift 2
+        ;;
+    --mode | --requests)
+        demo_args+=("$1" "${2:?$1 needs a value}")
+        shift 2
+        ;;
+    -h | --help)
+        sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    *)
+        echo "demo.sh: unknown argument $1 (try --help)" >&2
+        exit 2
+        ;;
+    esac
+done
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "demo.sh: run as root (sudo scripts/demo.sh): it installs packages and runs containers" >&2
+    exit 1
+fi
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+echo "== setup"
+scripts/setup.sh
+
+echo "== build (release)"
+cargo build --release -p vigil-shim --bin containerd-shim-vigil-v2 --bin vigil
+cargo build --release -p vigil-integration --bin vigil-demo
+
+echo "== install into $prefix"
+install -d "$prefix"
+install -m 0755 target/release/containerd-shim-vigil-v2 target/release/vigil "$prefix/"
+ls -l "$prefix/containerd-shim-vigil-v2" "$prefix/vigil"
+
+# The demo runs in the background so that a signal to this script reaches the trap at once;
+# the trap asks the demo to tear down (it handles SIGTERM) and waits for it.
+demo_pid=
+stop_demo() {
+    if [[ -n $demo_pid ]] && kill -0 "$demo_pid" 2>/dev/null; then
+        kill -TERM "$demo_pid" 2>/dev/null || true
+        wait "$demo_pid" 2>/dev/null || true
+    fi
+}
+trap stop_demo EXIT
+trap 'echo "demo.sh: interrupted" >&2; stop_demo; exit 130' INT TERM HUP
+
+echo "== demo"
+target/release/vigil-demo --prefix "$prefix" "${demo_args[@]}" &
+demo_pid=$!
+rc=0
+wait "$demo_pid" || rc=$?
+demo_pid=
+exit "$rc"
