@@ -167,9 +167,13 @@ fn applet_hash(ev: &ExecEvent, tmp: &mut [u64; 2]) -> u64 {
             break;
         }
     }
-    // Clamped by a constant first: the 6.1 verifier (Debian 12) bounds a register only by
-    // comparisons with constants, and refuses `argv + start` with an unbounded start.
-    let start = (kernel::launder(&mut tmp[1], start as u64) as usize).min(ARGV_LEN).min(end);
+    // Bounded by a mask, not a comparison: the 6.1 verifier (Debian 12) bounds a register
+    // only against constants and refuses `argv + start` with an unbounded start, while a
+    // `min(ARGV_LEN)` branch made 6.18's verifier walk the name loop once per start value
+    // (over its 1M-instruction budget). `start` is at most `end` <= ARGV_LEN, a power of
+    // two; only start == ARGV_LEN (argv[0] ending in '/', no name) wraps to 0.
+    const _: () = assert!(ARGV_LEN.is_power_of_two());
+    let start = (kernel::launder(&mut tmp[1], start as u64) as usize & (ARGV_LEN - 1)).min(end);
     let end = end.min(start + NAME_LEN - 1);
     exec_name_hash_step(ev.path.hash, argv, start, end)
 }

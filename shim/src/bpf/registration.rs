@@ -179,6 +179,15 @@ impl Registration {
             .with_lock(|inner| inner.allow_net(generation, rule))
     }
 
+    /// Whether process `tgid` belongs to this container's workload as the kernel programs
+    /// track it: it, or the process it was forked from, executed a program inside the
+    /// container. The runtime's own processes (runc init, for the entrypoint or an exec) are
+    /// not tracked until they execute the workload.
+    pub fn tracks(&self, tgid: u32) -> bool {
+        let inner = self.node.locked();
+        matches!(inner.maps.tasks.get(&tgid, 0), Ok(t) if t.generation == self.generation)
+    }
+
     /// Events the kernel could not deliver because this container's ring buffer was full.
     pub fn lost_events(&self) -> Result<u64> {
         let inner = self.node.locked();

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::statfs::BPF_FS_MAGIC;
 
@@ -137,10 +137,21 @@ pub(super) fn lsm_bpf() -> Check {
         Ok(id) => id,
         Err(e) => return check(CheckId::LsmBpf, Err(format!("no attach target: {e}"))),
     };
-    load(
+    let minimal = load(
         CheckId::LsmBpf,
         &Probe::lsm(id),
         &format!("lsm/{} program", &LSM_PROBE_HOOK[8..]),
+    );
+    if !minimal.ok {
+        return minimal;
+    }
+    // A minimal program loads; the tier needs vigil's own set to pass this kernel's verifier
+    // and attach, all of them (the shim's start-up does the same before choosing the tier).
+    check(
+        CheckId::LsmBpf,
+        crate::bpf::lsm_probe()
+            .map(|()| "vigil's LSM programs load and attach".to_owned())
+            .map_err(|why| format!("vigil's LSM programs: {why}")),
     )
 }
 
@@ -347,24 +358,28 @@ fn run_version(binary: &Path) -> Result<String, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + VERSION_TIMEOUT;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("no answer within {VERSION_TIMEOUT:?}"));
-            }
-            Err(e) => return Err(e.to_string()),
+    // Read until the child closes its stdout rather than waiting for its exit status: inside
+    // the shim a SIGCHLD reaper may collect the child first (the wait then says ECHILD).
+    let mut stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let read = std::io::Read::read_to_string(&mut stdout, &mut text);
+        let _ = tx.send(read.map(|_| text));
+    });
+    let out = match rx.recv_timeout(VERSION_TIMEOUT) {
+        Ok(read) => read.map_err(|e| e.to_string())?,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("no answer within {VERSION_TIMEOUT:?}"));
         }
+    };
+    match child.wait() {
+        Ok(status) if !status.success() => Err(format!("exited with {status}")),
+        // ECHILD: reaped by someone else; the output is what counts.
+        Ok(_) | Err(_) => Ok(out),
     }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!("exited with {}", out.status));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]

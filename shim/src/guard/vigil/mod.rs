@@ -119,8 +119,11 @@ impl Guard for VigilGuard {
         let caps = node_caps::probe_cached(&ProbeConfig::from(config));
         let mut support = caps.support();
         let runc_version = caps.runc_version.clone().unwrap_or_default();
-        let floor = RuntimeFloor::for_runc(&runc_version)
-            .map(|f| f.for_process(plan::no_new_privileges(req.bundle)));
+        // The whole floor, whatever noNewPrivileges says: with a seccomp listener, runc init
+        // hands the filter's descriptor to its parent after installing it and waits for the
+        // answer (read, close and the Go runtime's calls run under the filter), which the
+        // no_new_privs part alone, traced without a listener, lacks.
+        let floor = RuntimeFloor::for_runc(&runc_version).map(|f| f.for_process(false));
         if let Err(e) = &floor {
             lack_everywhere(
                 &mut support,
@@ -247,7 +250,6 @@ impl Guard for VigilGuard {
             mode: effective.mode,
             fail_policy: config.fail_policy,
             rootfs: req.bundle.join("rootfs"),
-            runtime_exe: which(&config.runc_binary),
             runtime: (!runc_version.is_empty()).then(|| format!("runc {runc_version}")),
             image_name: image.name.clone(),
             digest,
@@ -322,16 +324,4 @@ fn listener_path(state_dir: &Path, namespace: &str, id: &str) -> Result<PathBuf,
         )));
     }
     Ok(path)
-}
-
-/// The runtime binary's path (a name is looked up on PATH).
-fn which(binary: &Path) -> Option<PathBuf> {
-    if binary.components().count() > 1 {
-        return std::fs::canonicalize(binary).ok();
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(binary))
-        .find(|p| p.is_file())
-        .and_then(|p| std::fs::canonicalize(p).ok())
 }

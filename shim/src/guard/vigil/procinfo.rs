@@ -45,8 +45,9 @@ pub fn exe_in_container(pid: u32, rootfs: &Path) -> Option<String> {
     })
 }
 
-/// Parent pid and effective uid from `/proc/<pid>/status`.
+/// Thread group, parent pid and effective uid from `/proc/<pid>/status`.
 pub struct Status {
+    pub tgid: u32,
     pub ppid: u32,
     pub uid: u32,
 }
@@ -59,28 +60,11 @@ pub fn status(pid: u32) -> Option<Status> {
             .find_map(|l| l.strip_prefix(name))
             .map(str::split_whitespace)
     };
+    let tgid = field("Tgid:")?.next()?.parse().ok()?;
     let ppid = field("PPid:")?.next()?.parse().ok()?;
     // Uid: real, effective, saved, filesystem.
     let uid = field("Uid:")?.nth(1)?.parse().ok()?;
-    Some(Status { ppid, uid })
-}
-
-/// The cgroup2 path of a thread (`0::` line of `/proc/<tid>/cgroup`).
-pub fn cgroup2_path(tid: u32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{tid}/cgroup")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(str::to_string)
-}
-
-/// Whether the thread runs the OCI runtime's own code (runc init before it executes the
-/// workload: its binary is runc, or runc's sealed memfd copy of itself).
-pub fn is_runtime(tid: u32, runtime_exe: Option<&Path>) -> bool {
-    let Ok(exe) = std::fs::read_link(format!("/proc/{tid}/exe")) else {
-        return false;
-    };
-    let text = exe.to_string_lossy();
-    text.starts_with("/memfd:runc_cloned") || runtime_exe.is_some_and(|r| exe == r)
+    Some(Status { tgid, ppid, uid })
 }
 
 #[cfg(test)]
@@ -93,8 +77,7 @@ mod tests {
         let s = status(me).expect("own status");
         assert_eq!(s.uid, nix::unistd::geteuid().as_raw());
         assert_eq!(s.ppid, nix::unistd::getppid().as_raw() as u32);
+        assert_eq!(s.tgid, me);
         assert!(comm(me).is_some_and(|c| !c.is_empty()));
-        assert!(cgroup2_path(me).is_some() || !Path::new("/proc/self/cgroup").exists());
-        assert!(!is_runtime(me, None));
     }
 }

@@ -43,8 +43,6 @@ pub struct WatchSetup {
     pub fail_policy: FailPolicy,
     /// The rootfs as mounted on the host (`<bundle>/rootfs`).
     pub rootfs: PathBuf,
-    /// The OCI runtime's binary, whose own process steps are never judged.
-    pub runtime_exe: Option<PathBuf>,
     /// `runc 1.1.5`, for the profile.
     pub runtime: Option<String>,
     pub image_name: String,
@@ -65,13 +63,13 @@ struct Shared {
     id: String,
     mode: Mode,
     rootfs: PathBuf,
-    runtime_exe: Option<PathBuf>,
     audit: AuditHandle,
     context: ContainerAudit,
     plan: Option<Plan>,
     compiled: Option<CompiledSeccomp>,
-    /// The container's cgroup2 path (`/default/ID`), set at `created`.
-    cgroup: Mutex<Option<String>>,
+    /// The container's registration, from `created` to Delete: which processes are the
+    /// workload's.
+    tracker: Mutex<Option<Arc<Registration>>>,
     /// Deviations already reported (process, kind, what).
     reported: Mutex<HashSet<String>>,
     learning: Option<Learning>,
@@ -127,12 +125,11 @@ impl Watch {
             id: setup.id,
             mode: setup.mode,
             rootfs: setup.rootfs,
-            runtime_exe: setup.runtime_exe,
             audit: setup.audit,
             context: setup.context,
             plan: setup.plan,
             compiled,
-            cgroup: Mutex::new(None),
+            tracker: Mutex::new(None),
             reported: Mutex::new(HashSet::new()),
             learning,
         });
@@ -214,8 +211,6 @@ impl Watch {
 #[async_trait]
 impl ContainerGuard for Watch {
     async fn created(&self, init_pid: u32) -> Result<(), GuardError> {
-        *self.shared.cgroup.lock().unwrap_or_else(|e| e.into_inner()) =
-            procinfo::cgroup2_path(init_pid);
         let mut registration = self.register(init_pid).map_err(|e| {
             GuardError::Unavailable(format!("cannot register the container's cgroup: {e}"))
         })?;
@@ -241,6 +236,11 @@ impl ContainerGuard for Watch {
             }
         };
         let registration = Arc::new(registration);
+        *self
+            .shared
+            .tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(registration.clone());
         let (stop, stopped) = signal::channel(false);
         let task = tokio::spawn(read_events(
             self.shared.clone(),
@@ -272,6 +272,11 @@ impl ContainerGuard for Watch {
                 tracing::warn!(id = %self.shared.id, error = %e, "event reader ended badly");
             }
             drop(running.file_guard);
+            self.shared
+                .tracker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             self.shared.report_lost(&running.registration);
             match Arc::try_unwrap(running.registration) {
                 Ok(registration) => {
@@ -562,22 +567,19 @@ impl Shared {
             .uid(p.uid)
     }
 
-    /// Whether a thread belongs to the container's workload: in its cgroup (or below), and
-    /// not the runtime's own process preparing it.
+    /// Whether a thread belongs to the container's workload (see
+    /// [`Registration::tracks`]): the runtime's own steps (runc init before it executes the
+    /// entrypoint or an exec's program) are never judged.
     fn is_workload(&self, tid: u32) -> bool {
-        let cgroup = self
-            .cgroup
+        let tracker = self
+            .tracker
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let Some(cgroup) = cgroup else {
+        let (Some(tracker), Some(status)) = (tracker, procinfo::status(tid)) else {
             return false;
         };
-        let Some(path) = procinfo::cgroup2_path(tid) else {
-            return false;
-        };
-        let inside = path == cgroup || path.starts_with(&format!("{cgroup}/"));
-        inside && !procinfo::is_runtime(tid, self.runtime_exe.as_deref())
+        tracker.tracks(status.tgid)
     }
 }
 
@@ -654,7 +656,7 @@ struct SyscallResponder(Arc<Shared>);
 impl Responder for SyscallResponder {
     fn decide(&self, req: &NotifyRequest, _origin: &ProcessState) -> notify::Verdict {
         let shared = &self.0;
-        if procinfo::is_runtime(req.pid, shared.runtime_exe.as_deref()) {
+        if !shared.is_workload(req.pid) {
             // runc's own steps under the filter are the floor's business, never a deviation.
             return notify::Verdict::Continue;
         }
