@@ -16,6 +16,8 @@ mod conformance;
 mod cri;
 #[path = "e2e/field.rs"]
 mod field;
+#[path = "e2e/guard.rs"]
+mod guard;
 #[path = "e2e/runner.rs"]
 mod runner;
 
@@ -26,6 +28,7 @@ fn registry() -> Vec<runner::Case> {
         field::cases(),
         bad_input::cases(),
         cri::cases(),
+        guard::cases(),
     ]
     .into_iter()
     .flatten()
