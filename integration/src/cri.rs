@@ -219,7 +219,8 @@ fn pod_config(spec: &PodSpec) -> cri::PodSandboxConfig {
             namespace: spec.namespace.clone(),
             attempt: 0,
         }),
-        hostname: spec.name.clone(),
+        // Host networking shares the node's UTS namespace: runc refuses a hostname then.
+        hostname: String::new(),
         log_directory: spec.log_directory.to_string_lossy().into_owned(),
         annotations: spec.annotations.clone(),
         linux: Some(cri::LinuxPodSandboxConfig {
