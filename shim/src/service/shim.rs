@@ -235,6 +235,11 @@ async fn cleanup_dead_shim(
         tracing::warn!(id, error = %e, "rootfs unmount after shim death failed; continuing");
     }
     remove_dead_socket(bundle);
+    let config = config::load(&ConfigLocation::resolve(None)).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "node config unusable during cleanup; using defaults");
+        config::NodeConfig::default()
+    });
+    crate::guard::vigil::cleanup_after_dead_shim(&config, namespace, id);
     Ok(DeleteResponse {
         pid,
         exit_status: 137,

@@ -245,7 +245,10 @@ impl Guard for VigilGuard {
             }
             _ => None,
         };
+        let lsm =
+            caps.tier.tier == node_caps::Tier::Lsm && matches!(node.tier(), crate::bpf::Tier::Lsm);
         let setup = WatchSetup {
+            lsm,
             id: req.id.to_string(),
             mode: effective.mode,
             fail_policy: config.fail_policy,
@@ -290,6 +293,22 @@ impl VigilGuard {
                 error: Some(e.to_string()),
             },
         }
+    }
+}
+
+/// What a dead shim leaves behind for the `delete` action to clean: its container's
+/// registration in the node's eBPF maps (dropped once the cgroup is gone, which runc's
+/// delete ensures) and its seccomp listener's socket.
+pub fn cleanup_after_dead_shim(config: &NodeConfig, namespace: &str, id: &str) {
+    let pins = config.bpf_pin_root.join(crate::bpf::object_version());
+    if pins.join("maps").exists() {
+        // Opening the program set reconciles it: registrations whose cgroup is gone go.
+        if let Err(e) = Node::open(&config.bpf_pin_root) {
+            tracing::warn!(id, error = %e, "reconcile the eBPF registrations after shim death");
+        }
+    }
+    if let Ok(path) = listener_path(&config.state_dir, namespace, id) {
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 
-use vigil_policy::model::{Direction, Family, Protocol};
+use vigil_policy::model::{Access, Direction, Family, Protocol};
 use vigil_policy::net::Peer;
 use vigil_policy::seccomp::{self, CompiledSeccomp, Deviations, OciSeccomp};
 use vigil_policy::{Digest, Matcher, Profile, RuntimeFloor, Store};
 
-use crate::bpf::{ExecRule, NetDirection, NetRule, Protocol as BpfProtocol};
+use crate::bpf::{ExecRule, FileRule, LsmPolicy, NetDirection, NetRule, Protocol as BpfProtocol};
 use crate::mode::fail::ProfileHealth;
 use crate::mode::ProfileChoice;
 
@@ -109,6 +109,27 @@ impl Plan {
         self.execs
             .contains(&(path.to_string(), program.to_string()))
             || self.execs.contains(&(path.to_string(), base.to_string()))
+    }
+
+    /// The LSM tier's file rules: one per path pattern, with the accesses the profile has.
+    pub fn lsm_policy(&self) -> LsmPolicy {
+        let mut files: std::collections::BTreeMap<&str, FileRule> = Default::default();
+        for key in self.profile.body.files.keys() {
+            let rule = files.entry(key.path.as_str()).or_insert_with(|| FileRule {
+                pattern: key.path.clone(),
+                read: false,
+                write: false,
+            });
+            match key.access {
+                Access::Read => rule.read = true,
+                Access::Write | Access::Create => rule.write = true,
+                Access::Exec => {}
+            }
+        }
+        LsmPolicy {
+            files: files.into_values().collect(),
+            mount: self.matcher.allows_syscall_name("mount"),
+        }
     }
 
     /// The kernel's network allow set (inet entries; unix sockets are not checked there).

@@ -38,6 +38,8 @@ const REPORTED_CAP: usize = 65_536;
 
 /// Everything [`super::VigilGuard::prepare`] decided for the container.
 pub struct WatchSetup {
+    /// The node's LSM-BPF programs are attached: they, not fanotify, judge file opens.
+    pub lsm: bool,
     pub id: String,
     pub mode: Mode,
     pub fail_policy: FailPolicy,
@@ -89,6 +91,7 @@ pub struct Watch {
     shared: Arc<Shared>,
     node: Node,
     fail_policy: FailPolicy,
+    lsm: bool,
     listener: Mutex<Option<Listener>>,
     running: tokio::sync::Mutex<Option<Running>>,
 }
@@ -148,6 +151,7 @@ impl Watch {
             shared,
             node: setup.node,
             fail_policy: setup.fail_policy,
+            lsm: setup.lsm,
             listener: Mutex::new(listener),
             running: tokio::sync::Mutex::new(None),
         })
@@ -175,7 +179,7 @@ impl Watch {
     }
 
     fn start_file_guard(&self) -> Result<Option<FileGuard>, String> {
-        if !matches!(self.shared.mode, Mode::Monitor | Mode::Enforce) {
+        if !matches!(self.shared.mode, Mode::Monitor | Mode::Enforce) || self.lsm {
             return Ok(None);
         }
         let responder: Arc<dyn FileResponder> = Arc::new(FileDecider(self.shared.clone()));
@@ -228,6 +232,14 @@ impl ContainerGuard for Watch {
                 )));
             }
         };
+        if let (true, Some(plan)) = (self.lsm, &self.shared.plan) {
+            if let Err(e) = registration.set_lsm_policy(&plan.lsm_policy()) {
+                let _ = registration.unregister();
+                return Err(GuardError::Unavailable(format!(
+                    "cannot fill the LSM tier's file rules: {e}"
+                )));
+            }
+        }
         let file_guard = match self.start_file_guard() {
             Ok(g) => g,
             Err(e) => {
@@ -539,6 +551,32 @@ impl Shared {
                         .deviation(deviation, action, mechanism)
                         .process(process)
                         .confidence(plan.profile.confidence.network),
+                );
+            }
+            // The LSM tier's file_open reports only opens outside the profile.
+            Event::File(file) if file.mechanism == bpf::Mechanism::Lsm => {
+                let action = if self.mode == Mode::Enforce {
+                    Action::Blocked
+                } else {
+                    Action::Alerted
+                };
+                let access = if file.access.write || file.access.create || file.access.truncate {
+                    AuditAccess::Write
+                } else {
+                    AuditAccess::Read
+                };
+                let path = file.path.clone().unwrap_or_else(|| file.raw_path.clone());
+                let process = self.process_of(&file.process);
+                let deviation = Deviation::File {
+                    path: path.into_bytes(),
+                    access,
+                    syscall: "open".into(),
+                };
+                self.audit.emit(
+                    self.context
+                        .deviation(deviation, action, Mechanism::Lsm)
+                        .process(process)
+                        .confidence(plan.profile.confidence.files),
                 );
             }
             Event::Lsm(lsm) if matches!(lsm.verdict, Verdict::Blocked | Verdict::Killed) => {
