@@ -17,7 +17,7 @@ use vigil_ebpf_common::{
     mechanism, mode, path_flags, verdict, Container, EventKind, ExecEvent, ExecKey,
 };
 
-use super::{dpath, maps::VIGIL_LSM_SCRATCH, offsets, refuse_if_enforced, seen_kind};
+use super::{dpath, maps::VIGIL_LSM_SCRATCH, offsets, refuse_if_enforced};
 use crate::{emit, kernel, maps, path, scope};
 
 #[lsm(hook = "bprm_check_security")]
@@ -38,17 +38,12 @@ pub fn vigil_lsm_bprm_check(ctx: LsmContext) -> i32 {
         return 0;
     }
     // SAFETY: as above; `file` is read with a direct load at a constant offset.
-    let (allowed, hash, flags) = unsafe { judge(bprm, &c) };
+    let (allowed, flags) = unsafe { judge(bprm, &c) };
     if allowed {
         return 0;
     }
-    if emit::first_time(
-        c.generation,
-        seen_kind(EventKind::Exec, verdict::BLOCKED),
-        hash,
-    ) {
-        report(&c, bprm as u64, flags);
-    }
+    // Enforce only: every refused exec is reported.
+    report(&c, bprm as u64, flags);
     refuse_if_enforced(&c)
 }
 
@@ -61,11 +56,11 @@ unsafe fn is_script(bprm: *const u8) -> bool {
     read.is_ok() && magic == *b"#!"
 }
 
-/// (allowed, path hash, path flags) of `bprm->file`.
+/// (allowed, path flags) of `bprm->file`.
 #[inline(always)]
-unsafe fn judge(bprm: *const u8, c: &Container) -> (bool, u64, u8) {
+unsafe fn judge(bprm: *const u8, c: &Container) -> (bool, u8) {
     let Some(scratch) = VIGIL_LSM_SCRATCH.get_ptr_mut(0) else {
-        return (false, 0, 0);
+        return (false, 0);
     };
     // SAFETY: the per-CPU scratch element lives for the program's run; LSM programs do not
     // nest on a CPU.
@@ -77,7 +72,7 @@ unsafe fn judge(bprm: *const u8, c: &Container) -> (bool, u64, u8) {
     // SAFETY: f_path is a BTF `struct path *` as above.
     let hashes = match unsafe { dpath::resolve(f_path, scratch) } {
         Ok(hashes) => hashes,
-        Err(_) => return (false, 0, path_flags::UNRESOLVED),
+        Err(_) => return (false, path_flags::UNRESOLVED),
     };
     let key = ExecKey {
         generation: c.generation,
@@ -87,7 +82,7 @@ unsafe fn judge(bprm: *const u8, c: &Container) -> (bool, u64, u8) {
     // SAFETY: presence test only. Any entry (the file under any name, or one applet of it)
     // admits the file here.
     let allowed = unsafe { maps::VIGIL_EXEC_ALLOW.get(key) }.is_some();
-    (allowed, hashes.exact, 0)
+    (allowed, 0)
 }
 
 /// Loads the pointer at `base + offset` with a plain load (BPF_PROBE_MEM after the

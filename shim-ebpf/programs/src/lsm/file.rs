@@ -17,7 +17,7 @@ use vigil_ebpf_common::{
 use super::{
     dpath::{self, Unresolved},
     maps::{LsmScratch, VIGIL_FILE_ALLOW, VIGIL_LSM_SCRATCH},
-    offsets, refuse_if_enforced, seen_kind,
+    offsets, refuse_if_enforced, should_report,
 };
 use crate::{emit, kernel, maps, path, scope};
 
@@ -75,7 +75,7 @@ pub fn vigil_lsm_file_open(ctx: LsmContext) -> i32 {
         verdict::OBSERVED
     };
     let fold = vigil_ebpf_common::fnv_byte(hash, wanted);
-    if emit::first_time(c.generation, seen_kind(EventKind::File, v), fold) {
+    if should_report(&c, EventKind::File, v, fold) {
         report(&c, task.session, file as u64, wanted, scratch);
     }
     refuse_if_enforced(&c)

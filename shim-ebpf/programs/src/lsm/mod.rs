@@ -27,7 +27,7 @@ mod net;
 mod offsets;
 mod task;
 
-use vigil_ebpf_common::{mode, Container};
+use vigil_ebpf_common::{mode, verdict, Container, EventKind};
 
 /// errno of a refusal (include/uapi/asm-generic/errno-base.h).
 const EPERM: i32 = 1;
@@ -42,9 +42,17 @@ fn refuse_if_enforced(c: &Container) -> i32 {
     }
 }
 
+/// Whether to send a report: every refusal, and in monitor the first time a deviation
+/// (`fold`: what identifies it) occurs in the registration.
+#[inline(always)]
+fn should_report(c: &Container, kind: EventKind, verdict: u8, fold: u64) -> bool {
+    verdict == verdict::BLOCKED
+        || crate::emit::first_time(c.generation, seen_kind(kind, verdict), fold)
+}
+
 /// `SeenKey::kind` of an LSM report: the record kind with LSM and the verdict above bit 8,
 /// so the other tier's folded reports never hide an LSM one.
 #[inline(always)]
-fn seen_kind(kind: vigil_ebpf_common::EventKind, verdict: u8) -> u32 {
+fn seen_kind(kind: EventKind, verdict: u8) -> u32 {
     kind as u32 | 1 << 8 | (verdict as u32) << 9
 }

@@ -17,7 +17,7 @@ use vigil_ebpf_common::{
     direction, mechanism, mode, verdict, Container, EventKind, NetEvent, NetKey, NET_FIXED_BITS,
 };
 
-use super::{offsets, refuse_if_enforced, seen_kind};
+use super::{offsets, refuse_if_enforced};
 use crate::{emit, maps::VIGIL_NET_ALLOW, scope};
 
 /// include/linux/socket.h and include/linux/net.h at v6.1.
@@ -122,21 +122,8 @@ fn allowed(c: &Container, ev: &NetEvent) -> bool {
 
 #[inline(always)]
 fn report(c: &Container, ev: &mut NetEvent) {
-    let mut hash = vigil_ebpf_common::FNV_OFFSET;
-    for b in [
-        ev.direction,
-        ev.protocol,
-        (ev.port >> 8) as u8,
-        ev.port as u8,
-    ] {
-        hash = vigil_ebpf_common::fnv_byte(hash, b);
-    }
-    for b in ev.addr {
-        hash = vigil_ebpf_common::fnv_byte(hash, b);
-    }
-    if emit::first_time(c.generation, seen_kind(EventKind::Net, ev.verdict), hash) {
-        let session = scope::current_task(c).map(|t| t.session).unwrap_or(0);
-        ev.header = emit::header(EventKind::Net, c.slot, session);
-        emit::send(c.slot, ev);
-    }
+    // Enforce only: every refused call is reported, as the cgroup hooks do.
+    let session = scope::current_task(c).map(|t| t.session).unwrap_or(0);
+    ev.header = emit::header(EventKind::Net, c.slot, session);
+    emit::send(c.slot, ev);
 }

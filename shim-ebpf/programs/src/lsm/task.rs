@@ -19,7 +19,7 @@ use vigil_ebpf_common::{
 
 use super::{
     maps::{VIGIL_LSM_RULES, VIGIL_LSM_SCRATCH},
-    offsets, refuse_if_enforced, seen_kind,
+    offsets, refuse_if_enforced, should_report,
 };
 use crate::{emit, kernel, scope};
 
@@ -134,7 +134,7 @@ fn report(c: &Container, task: &Task, hook: u8, target: u32, detail: u32, text: 
     let mut fold = vigil_ebpf_common::fnv_byte(vigil_ebpf_common::FNV_OFFSET, hook);
     fold = (fold ^ u64::from(target)).wrapping_mul(FNV_PRIME);
     fold = (fold ^ u64::from(detail)).wrapping_mul(FNV_PRIME);
-    if !emit::first_time(c.generation, seen_kind(EventKind::Lsm, v), fold) {
+    if !should_report(c, EventKind::Lsm, v, fold) {
         return;
     }
     let Some(scratch) = VIGIL_LSM_SCRATCH.get_ptr_mut(0) else {
