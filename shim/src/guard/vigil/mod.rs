@@ -41,6 +41,9 @@ use crate::node_caps::{self, ProbeConfig};
 use plan::Plan;
 use watch::{Watch, WatchSetup};
 
+/// An audit writer's destination: the log file and the HTTP URL.
+type AuditKey = (PathBuf, Option<String>);
+
 /// The node's guard: one per shim process, shared by the containers it serves.
 pub struct VigilGuard {
     /// containerd's gRPC socket, for image lookups.
@@ -48,7 +51,7 @@ pub struct VigilGuard {
     /// The eBPF program set, per pin root (one in practice).
     nodes: Mutex<HashMap<PathBuf, Node>>,
     /// Audit writers, per (log, URL).
-    audits: Mutex<HashMap<(PathBuf, Option<String>), (AuditHandle, AuditHealth)>>,
+    audits: Mutex<HashMap<AuditKey, (AuditHandle, AuditHealth)>>,
 }
 
 impl VigilGuard {
@@ -210,6 +213,19 @@ impl Guard for VigilGuard {
         for notice in &effective.notices {
             audit.emit(context.start_notice(notice));
         }
+        if decision.source == mode::ModeSource::ProfileState {
+            if let (Some(digest), Some(previous)) = (
+                &image.digest,
+                default_mode_changed(&config.state_dir, image.digest.as_ref(), effective.mode),
+            ) {
+                tracing::info!(%digest, from = %previous, to = %effective.mode, "default mode changed");
+                audit.emit(context.mode_change(
+                    previous,
+                    "the image's profile changed state, and with it the default mode of its \
+                     containers",
+                ));
+            }
+        }
         tracing::info!(
             id = req.id,
             image = %image.name,
@@ -310,6 +326,24 @@ pub fn cleanup_after_dead_shim(config: &NodeConfig, namespace: &str, id: &str) {
     if let Ok(path) = listener_path(&config.state_dir, namespace, id) {
         let _ = std::fs::remove_file(path);
     }
+}
+
+/// Records the default mode an image's containers got (`<state_dir>/modes/<digest>`) and
+/// returns the previous one when it differs.
+fn default_mode_changed(state_dir: &Path, digest: Option<&Digest>, mode: Mode) -> Option<Mode> {
+    let dir = state_dir.join("modes");
+    let path = dir.join(digest?.hex());
+    let previous: Option<Mode> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
+    if previous == Some(mode) {
+        return None;
+    }
+    let _ = std::fs::create_dir_all(&dir);
+    if let Err(e) = std::fs::write(&path, mode.as_str()) {
+        tracing::warn!(path = %path.display(), error = %e, "record the default mode");
+    }
+    previous
 }
 
 /// Adds `missing` to what every guarded mode lacks.
