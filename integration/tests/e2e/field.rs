@@ -17,7 +17,11 @@ pub fn cases() -> Vec<Case> {
     vec![
         Case::compare("field/v15_exec_child_holds_stdio", v15),
         Case::compare("field/v17b_shim_killed", v17b),
-        Case::compare("field/v18_oom_reported", v18),
+        Case::compare("field/v18_oom_reported", v18).reference_bug(
+            "containerd 1.6's Go shim at times publishes no /tasks/oom for a container the OOM \
+             killer ends at once (3 of 6 runs on this host); as we read its source, its cgroup \
+             v1 OOM handler skips a cgroup that is already deleted",
+        ),
         Case::compare("field/v19_tty_fds_and_shim_exit", v19).reference_bug(
             "containerd 1.6's Go shim keeps a pty master open per exec -t (containerd#11160, \
              fixed by PR #11168 in later releases)",

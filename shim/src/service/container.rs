@@ -152,6 +152,12 @@ impl Container {
     pub async fn kill(&self, exec_id: &str, signal: u32, all: bool) -> TaskResult<()> {
         let p = self.process(exec_id)?;
         if !exec_id.is_empty() {
+            if p.pid() == 0 {
+                // A Start in flight holds `op` until runc exec returned the pid; the Go shim's
+                // kill waits on its pid lock the same way instead of answering "not created"
+                // for a process that already runs.
+                let _op = p.op.lock().await;
+            }
             return kill_exec(&p, signal);
         }
         self.runc.kill(&self.id, signal, all).await.map_err(|e| {
