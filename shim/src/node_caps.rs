@@ -11,7 +11,7 @@ mod probe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::audit::Mechanism;
 use crate::config::NodeConfig;
@@ -40,7 +40,7 @@ impl From<&NodeConfig> for ProbeConfig {
 }
 
 /// Each capability probed, in the order `vigil doctor` prints them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CheckId {
     /// Kernel BTF at /sys/kernel/btf/vmlinux.
@@ -134,7 +134,7 @@ impl CheckId {
 }
 
 /// One probed capability.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     /// Which.
     pub id: CheckId,
@@ -154,7 +154,7 @@ impl Check {
 }
 
 /// How enforcement works on this node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// LSM-BPF hooks deny exec and file access.
@@ -166,7 +166,7 @@ pub enum Tier {
 }
 
 /// The enforcement tier and the mechanism for each kind of behaviour.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TierPlan {
     /// The tier.
     pub tier: Tier,
@@ -183,7 +183,7 @@ pub struct TierPlan {
 }
 
 /// Everything probed on this node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeCaps {
     /// `uname -r`.
     pub kernel_release: String,
@@ -378,6 +378,79 @@ pub fn probe_cached(config: &ProbeConfig) -> Arc<NodeCaps> {
     let caps = Arc::new(probe(config));
     *cache = Some((config.clone(), caps.clone()));
     caps
+}
+
+/// [`probe_cached`], also remembered in `file` for this boot: a shim process lives for one
+/// pod, and probing loads a dozen BPF programs (about 0.1 s), so later shims of the same boot
+/// read the answer instead. The file is keyed by the boot id, the kernel, the runc binary
+/// (path, size, modification time), this build and the config; any difference probes again.
+/// `vigil doctor` always probes.
+pub fn probe_cached_on_disk(config: &ProbeConfig, file: &std::path::Path) -> Arc<NodeCaps> {
+    let key = disk_key(config);
+    let cached = std::fs::read(file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<DiskCache>(&b).ok())
+        .filter(|c| c.key == key);
+    if let Some(cached) = cached {
+        return Arc::new(cached.caps);
+    }
+    let caps = probe_cached(config);
+    let entry = DiskCache {
+        key,
+        caps: (*caps).clone(),
+    };
+    if let Ok(bytes) = serde_json::to_vec(&entry) {
+        let dir = file.parent().unwrap_or(std::path::Path::new("."));
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| tempfile::NamedTempFile::new_in(dir))
+            .and_then(|mut tmp| {
+                std::io::Write::write_all(&mut tmp, &bytes)?;
+                tmp.persist(file).map_err(|e| e.error)?;
+                Ok(())
+            });
+        if let Err(e) = written {
+            tracing::debug!(file = %file.display(), error = %e, "capability cache not written");
+        }
+    }
+    caps
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskCache {
+    key: String,
+    caps: NodeCaps,
+}
+
+fn disk_key(config: &ProbeConfig) -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let runc = which(&config.runc_binary)
+        .and_then(|p| std::fs::metadata(&p).ok().map(|m| (p, m)))
+        .map(|(p, m)| {
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{}:{}:{mtime}", p.display(), m.len())
+        })
+        .unwrap_or_default();
+    format!(
+        "{}|{}|{runc}|{}|{}",
+        boot.trim(),
+        probe::kernel_release(),
+        crate::bpf::object_version(),
+        config.bpf_pin_root.display()
+    )
+}
+
+fn which(binary: &std::path::Path) -> Option<PathBuf> {
+    if binary.components().count() > 1 {
+        return Some(binary.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(binary))
+        .find(|p| p.is_file())
 }
 
 #[cfg(test)]

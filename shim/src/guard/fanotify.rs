@@ -29,7 +29,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::PollFlags;
+
+use super::wake::Wake;
 
 /// How a file is being opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,6 +92,7 @@ pub enum FileGuardError {
 /// A running file guard. Dropping it removes the mark: later opens are no longer checked.
 pub struct FileGuard {
     stop: Arc<AtomicBool>,
+    wake: Arc<Wake>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -103,14 +106,16 @@ impl FileGuard {
         let fan = init(rootfs)?;
         mark(&fan, rootfs)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let wake = Arc::new(Wake::new().map_err(|source| fail("eventfd", rootfs, source))?);
+        let (flag, waker) = (stop.clone(), wake.clone());
         let prefix = rootfs.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("fanotify".into())
-            .spawn(move || serve(fan, &prefix, &flag, responder.as_ref()))
+            .spawn(move || serve(fan, &prefix, &flag, &waker, responder.as_ref()))
             .map_err(|source| fail("spawn", rootfs, source))?;
         Ok(FileGuard {
             stop,
+            wake,
             thread: Some(thread),
         })
     }
@@ -119,6 +124,7 @@ impl FileGuard {
 impl Drop for FileGuard {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.wake.fire();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -171,12 +177,17 @@ fn mark(fan: &OwnedFd, rootfs: &Path) -> Result<(), FileGuardError> {
 
 const META: usize = size_of::<libc::fanotify_event_metadata>();
 
-fn serve(fan: OwnedFd, rootfs: &Path, stop: &AtomicBool, responder: &dyn FileResponder) {
+fn serve(
+    fan: OwnedFd,
+    rootfs: &Path,
+    stop: &AtomicBool,
+    wake: &Wake,
+    responder: &dyn FileResponder,
+) {
     let mut buf = vec![0u8; 64 * META];
     while !stop.load(Ordering::Relaxed) {
-        let mut fds = [PollFd::new(fan.as_fd(), PollFlags::POLLIN)];
-        let timeout = PollTimeout::try_from(Duration::from_millis(200)).unwrap_or(PollTimeout::MAX);
-        if !matches!(poll(&mut fds, timeout), Ok(n) if n > 0) {
+        let (events, _) = wake.wait(fan.as_fd(), Duration::from_millis(200));
+        if !events.contains(PollFlags::POLLIN) {
             continue;
         }
         // SAFETY: buf is valid for writes of its length.

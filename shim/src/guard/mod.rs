@@ -7,6 +7,7 @@
 pub mod fanotify;
 pub mod notify;
 pub mod vigil;
+mod wake;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -23,6 +23,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::wake::Wake;
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use serde::Deserialize;
 
@@ -81,6 +83,7 @@ pub trait Responder: Send + Sync + 'static {
 pub struct Listener {
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    wake: Arc<Wake>,
     accepter: Option<JoinHandle<()>>,
 }
 
@@ -94,13 +97,15 @@ impl Listener {
         let socket = UnixListener::bind(path)?;
         socket.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let wake = Arc::new(Wake::new()?);
+        let (flag, waker) = (stop.clone(), wake.clone());
         let accepter = std::thread::Builder::new()
             .name("seccomp-accept".into())
-            .spawn(move || accept_loop(socket, &flag, responder))?;
+            .spawn(move || accept_loop(socket, &flag, &waker, responder))?;
         Ok(Listener {
             path: path.to_path_buf(),
             stop,
+            wake,
             accepter: Some(accepter),
         })
     }
@@ -114,6 +119,7 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.wake.fire();
         if let Some(handle) = self.accepter.take() {
             let _ = handle.join();
         }
@@ -123,7 +129,12 @@ impl Drop for Listener {
 
 const POLL_PERIOD: Duration = Duration::from_millis(200);
 
-fn accept_loop(socket: UnixListener, stop: &AtomicBool, responder: Arc<dyn Responder>) {
+fn accept_loop(
+    socket: UnixListener,
+    stop: &AtomicBool,
+    wake: &Wake,
+    responder: Arc<dyn Responder>,
+) {
     while !stop.load(Ordering::Relaxed) {
         match socket.accept() {
             Ok((conn, _)) => {
@@ -132,7 +143,7 @@ fn accept_loop(socket: UnixListener, stop: &AtomicBool, responder: Arc<dyn Respo
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                wait_readable(socket.as_fd(), POLL_PERIOD);
+                wake.wait(socket.as_fd(), POLL_PERIOD);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "seccomp listener: accept failed");

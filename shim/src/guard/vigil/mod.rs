@@ -119,7 +119,10 @@ impl Guard for VigilGuard {
             return NoGuard.prepare(req).await;
         }
 
-        let caps = node_caps::probe_cached(&ProbeConfig::from(config));
+        let caps = node_caps::probe_cached_on_disk(
+            &ProbeConfig::from(config),
+            &config.state_dir.join("node-caps.json"),
+        );
         let mut support = caps.support();
         let runc_version = caps.runc_version.clone().unwrap_or_default();
         // The whole floor, whatever noNewPrivileges says: with a seccomp listener, runc init

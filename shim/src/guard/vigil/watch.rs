@@ -269,13 +269,6 @@ impl ContainerGuard for Watch {
         Ok(())
     }
 
-    async fn exited(&self, _status: u32) {
-        if self.shared.learning.is_some() {
-            let shared = self.shared.clone();
-            let _ = tokio::task::spawn_blocking(move || shared.merge(learning_of(&shared))).await;
-        }
-    }
-
     async fn deleted(&self) {
         let running = self.running.lock().await.take();
         if let Some(running) = running {
