@@ -6,6 +6,7 @@
 //! The guest prints [`report`] lines on its serial console; the host parses them. A machine
 //! that cannot boot the guest reports the tests as skipped, with the cause.
 
+pub mod cases;
 pub mod initramfs;
 pub mod kernel;
 pub mod layout;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::cases;
 use crate::initramfs::{Image, ImageError};
 use crate::kernel::{self, KernelError};
 use crate::layout;
@@ -65,7 +66,11 @@ pub enum RunOutcome {
 #[derive(Debug)]
 pub struct BootReport {
     pub suite: &'static str,
+    /// The guest's report lines, followed by a failed case for every case of the suite the
+    /// guest never reported (see [`crate::cases`]).
     pub lines: Vec<Line>,
+    /// Why the boot broke off, when it did (its unreported cases fail with this cause).
+    pub error: Option<String>,
     pub elapsed: Duration,
     pub console_log: PathBuf,
 }
@@ -165,12 +170,31 @@ pub fn run(options: &Options) -> Result<RunOutcome, RunError> {
             timeout: options.timeout,
             console_log: console_log.clone(),
         };
-        let console = qemu::boot(&boot)?;
-        let lines = parse_console(&console.lines, &console_log)?;
+        let started = std::time::Instant::now();
+        let booted = qemu::boot(&boot);
+        // qemu that fails before the guest prints a byte (no TCG, a host limit, a kernel image
+        // it cannot load) means the guest cannot boot here: nothing was tested.
+        if let Err(err @ BootError::Qemu { .. }) = &booted {
+            let silent = fs::metadata(&console_log).map_or(true, |m| m.len() == 0);
+            if boots.is_empty() && silent {
+                return Ok(RunOutcome::Skipped {
+                    cause: format!("qemu could not start the guest: {err}"),
+                });
+            }
+        }
+        let (mut lines, error) = match booted
+            .map_err(RunError::from)
+            .and_then(|console| parse_console(&console.lines, &console_log))
+        {
+            Ok(lines) => (lines, None),
+            Err(err) => (Vec::new(), Some(err.to_string())),
+        };
+        add_unreported(suite, &mut lines, error.as_deref());
         boots.push(BootReport {
             suite,
             lines,
-            elapsed: console.elapsed,
+            error,
+            elapsed: started.elapsed(),
             console_log,
         });
     }
@@ -180,6 +204,30 @@ pub fn run(options: &Options) -> Result<RunOutcome, RunError> {
         boots,
         host_bench,
     }))
+}
+
+/// Appends a failed case for every case of `suite` that `lines` does not report.
+fn add_unreported(suite: &str, lines: &mut Vec<Line>, error: Option<&str>) {
+    let reported: Vec<String> = lines
+        .iter()
+        .filter_map(|line| match line {
+            Line::Case { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    for name in cases::expected(suite) {
+        if !reported.contains(&name) {
+            let detail = match error {
+                Some(cause) => format!("not reported: {cause}"),
+                None => "the guest never reported this case".to_owned(),
+            };
+            lines.push(Line::Case {
+                name,
+                outcome: Outcome::Fail,
+                detail,
+            });
+        }
+    }
 }
 
 /// Report lines of a finished guest, checked for completeness.

@@ -45,6 +45,24 @@ impl Cgroup {
         }
         command
     }
+
+    /// As [`Cgroup::command`], with `root` as the process's root directory (chroot, as a
+    /// container's pivot_root): `program` and every path it uses are inside `root`.
+    pub fn command_in(&self, root: &str, program: &str, args: &[&str]) -> Command {
+        let root = CString::new(root).expect("roots have no NUL");
+        let mut command = self.command(program, args);
+        // SAFETY: runs in the forked child before exec (after the cgroup join above), calling
+        // only chroot(2) and chdir(2) on memory prepared before fork.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command
+    }
 }
 
 /// Writes "0" (the writer itself) into a cgroup.procs file.

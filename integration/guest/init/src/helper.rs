@@ -55,8 +55,113 @@ fn probe(action: &str, rest: &[&str]) -> io::Result<()> {
         "ptrace" => ptrace_attach(pid(arg(0))?),
         "kill" => errno(unsafe_kill(pid(arg(0))?)),
         "mount" => mount_tmpfs(arg(0)),
+        "create" => create_and_write(arg(0)),
+        "drop" => drop_binary(arg(0), arg(1)),
+        "syscalls" => denied_syscalls(pid(arg(0))?),
         _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
     }
+}
+
+/// open(O_CREAT|O_WRONLY|O_TRUNC) and write: a new file with content.
+fn create_and_write(path: &str) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all(b"evil\n")
+}
+
+/// Copies `source` to `target` and makes it executable: a dropped binary.
+fn drop_binary(source: &str, target: &str) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::copy(source, target)?;
+    std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o755))
+}
+
+/// Installs a seccomp filter that denies ptrace, mount, unshare and keyctl with EPERM (what a
+/// profile that lacks them compiles to; runc installs the real one), then tries each.
+/// `Err(EPERM)` when every one was refused; otherwise the first other outcome.
+fn denied_syscalls(outsider: i32) -> io::Result<()> {
+    deny_with_seccomp(&[
+        libc::SYS_ptrace,
+        libc::SYS_mount,
+        libc::SYS_unshare,
+        libc::SYS_keyctl,
+    ])?;
+    let null = std::ptr::null_mut::<libc::c_void>();
+    let (tmpfs, target) = (c"tmpfs", c"/tmp");
+    let calls: [&dyn Fn() -> i64; 4] = [
+        // SAFETY: integers and null pointers only.
+        &|| unsafe { libc::ptrace(libc::PTRACE_ATTACH, outsider, null, null) },
+        // SAFETY: NUL-terminated strings that outlive the call; no data argument.
+        &|| {
+            i64::from(unsafe {
+                libc::mount(
+                    tmpfs.as_ptr(),
+                    target.as_ptr(),
+                    tmpfs.as_ptr(),
+                    0,
+                    std::ptr::null(),
+                )
+            })
+        },
+        // SAFETY: an integer flag.
+        &|| i64::from(unsafe { libc::unshare(libc::CLONE_NEWNS) }),
+        // SAFETY: KEYCTL_JOIN_SESSION_KEYRING (1) with a null name: integers only.
+        &|| unsafe { libc::syscall(libc::SYS_keyctl, 1i64, 0i64) },
+    ];
+    for call in calls {
+        if call() >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EPERM) {
+            return Err(err);
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::EPERM))
+}
+
+/// A classic BPF seccomp filter: on x86-64, `nrs` return EPERM, everything else is allowed.
+fn deny_with_seccomp(nrs: &[i64]) -> io::Result<()> {
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let mut filter = vec![
+        op(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
+        op(JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        op(RET_K, 0, 0, RET_ALLOW),
+        op(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+    ];
+    for nr in nrs {
+        filter.push(op(JEQ_K, 0, 1, *nr as u32));
+        filter.push(op(RET_K, 0, 0, RET_EPERM));
+    }
+    filter.push(op(RET_K, 0, 0, RET_ALLOW));
+    let program = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: prctl with integer arguments, then with a pointer to `program`, which (and its
+    // filter) outlives the call; the kernel copies the filter.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &program as *const libc::sock_fprog,
+            ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn port_v4(port: &str) -> io::Result<SocketAddrV4> {

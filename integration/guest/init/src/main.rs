@@ -5,6 +5,7 @@
 //! The kernel command line selects the suite: `vigil.suite=lsm` (booted with
 //! `lsm=...,bpf`) or `vigil.suite=nolsm` (booted without the BPF LSM: the fallback tier).
 
+mod attacks;
 mod bench;
 mod cases;
 mod cgroup;
@@ -61,8 +62,36 @@ fn lsm_suite(report: &mut Reporter) {
         Err(cause) => return report.case("node_open", Err(cause)),
     };
     report.case("node_tier_is_lsm", node_tier_is_lsm(&world));
+    report.case(
+        "doctor_reports_lsm_tier",
+        doctor_tier(vigil_shim::node_caps::Tier::Lsm),
+    );
     benchmark(&mut world, &bench_cgroup, report);
     cases::run_all(&mut world, report);
+    attacks::run_all(&world.node, attacks::TierKind::Lsm, report);
+}
+
+/// What `vigil doctor` and the shim's start-up decide here (node_caps, the same probe).
+fn doctor_tier(wanted: vigil_shim::node_caps::Tier) -> Result<String, String> {
+    let config = vigil_shim::node_caps::ProbeConfig {
+        runc_binary: "runc".into(),
+        bpf_pin_root: world::PIN_ROOT.into(),
+    };
+    let caps = vigil_shim::node_caps::probe(&config);
+    let plan = &caps.tier;
+    let lsm_check = caps
+        .checks
+        .iter()
+        .find(|c| c.id == vigil_shim::node_caps::CheckId::LsmBpf)
+        .map(|c| c.detail.clone())
+        .unwrap_or_default();
+    if plan.tier != wanted {
+        return Err(format!(
+            "doctor's tier {:?}, wanted {wanted:?}: {} (LSM-BPF check: {lsm_check})",
+            plan.tier, plan.reason
+        ));
+    }
+    Ok(format!("{:?}: {}", plan.tier, plan.reason))
 }
 
 fn bpf_lsm_active() -> Result<String, String> {
@@ -100,6 +129,9 @@ fn benchmark(world: &mut World, bench_cgroup: &cgroup::Cgroup, report: &mut Repo
 /// Booted without the BPF LSM: the probe says why, the node loads without any LSM program
 /// (none half-attached), and a denied exec is killed by the fallback tier instead.
 fn nolsm_suite(report: &mut Reporter) {
+    if let Err(cause) = world::start_listeners() {
+        return report.case("guest_fixture", Err(cause));
+    }
     report.case(
         "tier_probe_refuses_without_bpf_lsm",
         match lsm_probe() {
@@ -123,6 +155,18 @@ fn nolsm_suite(report: &mut Reporter) {
         },
     );
     report.case(
+        "doctor_reports_fallback_tier",
+        doctor_tier(vigil_shim::node_caps::Tier::Fallback).and_then(|detail| {
+            if detail.contains("not in the active LSM list") {
+                Ok(detail)
+            } else {
+                Err(format!(
+                    "the reason does not name the inactive BPF LSM: {detail}"
+                ))
+            }
+        }),
+    );
+    report.case(
         "fallback_allows_profiled_exec",
         cases::fallback_allows(&mut world),
     );
@@ -130,4 +174,5 @@ fn nolsm_suite(report: &mut Reporter) {
         "fallback_kills_denied_exec",
         cases::fallback_kill(&mut world),
     );
+    attacks::run_all(&world.node, attacks::TierKind::Fallback, report);
 }

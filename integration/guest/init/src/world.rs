@@ -94,18 +94,30 @@ impl World {
 }
 
 fn register(node: &Node, cgroup: Cgroup, mode: Mode) -> Result<Guarded, String> {
+    register_with(node, cgroup, mode, exec_rules(), net_rules(), &lsm_policy())
+}
+
+/// Registers `cgroup` with these allow lists (what a compiled profile gives the node).
+pub fn register_with(
+    node: &Node,
+    cgroup: Cgroup,
+    mode: Mode,
+    exec_allow: Vec<ExecRule>,
+    net_allow: Vec<NetRule>,
+    policy: &LsmPolicy,
+) -> Result<Guarded, String> {
     let request = RegisterRequest {
         cgroup_id: cgroup.id,
         init_pid: 0,
         mode,
         watch_syscalls: false,
-        exec_allow: exec_rules(),
-        net_allow: net_rules(),
+        exec_allow,
+        net_allow,
     };
     let what = |step: &str, e: &dyn std::fmt::Display| format!("{step} {}: {e}", cgroup.name);
     let mut registration = node.register(&request).map_err(|e| what("register", &e))?;
     registration
-        .set_lsm_policy(&lsm_policy())
+        .set_lsm_policy(policy)
         .map_err(|e| what("set LSM policy of", &e))?;
     let reader = registration
         .take_events()
@@ -227,8 +239,13 @@ impl Ran {
 
 /// Runs `program args` inside `cgroup` and waits for it.
 pub fn run(cgroup: &Cgroup, program: &str, args: &[&str]) -> Ran {
+    run_command(cgroup.command(program, args))
+}
+
+/// Runs `command` and waits for it.
+pub fn run_command(mut command: std::process::Command) -> Ran {
     use std::os::unix::process::ExitStatusExt;
-    match cgroup.command(program, args).output() {
+    match command.output() {
         Ok(Output {
             status,
             stdout,
@@ -252,9 +269,17 @@ pub fn run(cgroup: &Cgroup, program: &str, args: &[&str]) -> Ran {
 
 /// `/init probe ACTION ARGS...` inside `cgroup`: `Ok(())` or the errno.
 pub fn probe(cgroup: &Cgroup, args: &[&str]) -> Result<(), String> {
+    probe_in(cgroup, None, args)
+}
+
+/// [`probe`], with `root` as the probe's root directory when given (its copy of `/init`).
+pub fn probe_in(cgroup: &Cgroup, root: Option<&str>, args: &[&str]) -> Result<(), String> {
     let mut argv = vec!["probe"];
     argv.extend_from_slice(args);
-    let ran = run(cgroup, "/init", &argv);
+    let ran = match root {
+        Some(root) => run_command(cgroup.command_in(root, "/init", &argv)),
+        None => run(cgroup, "/init", &argv),
+    };
     match ran.stdout.trim() {
         "ok" => Ok(()),
         out if out.starts_with("errno=") => Err(out.to_string()),
