@@ -268,11 +268,13 @@ fn access_kind(tid: u32, mask: u64) -> Access {
     if mask & libc::FAN_OPEN_EXEC_PERM != 0 {
         return Access::Exec;
     }
-    match open_flags(tid) {
-        Some(flags) if is_write(flags) => Access::Write,
-        Some(_) => Access::Read,
-        // Not stopped in an open syscall we know: a kernel-internal open (exec loading).
-        None => Access::Kernel,
+    match opener_syscall(tid) {
+        Opener::Open(flags) if is_write(flags) => Access::Write,
+        Opener::Open(_) => Access::Read,
+        // The kernel opening an executable's pieces on the thread's behalf.
+        Opener::Other(nr) if nr == libc::SYS_execve || nr == libc::SYS_execveat => Access::Kernel,
+        // Anything else is judged as the least access an open can have, never waved through.
+        Opener::Other(_) | Opener::Unknown => Access::Read,
     }
 }
 
@@ -281,29 +283,63 @@ fn is_write(flags: u64) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & (libc::O_CREAT | libc::O_TRUNC) != 0
 }
 
-/// The open flags of the syscall `tid` is stopped in, from `/proc/<tid>/syscall`
-/// (proc(5): "the number of the system call being executed, followed by the values of the
-/// argument registers", in hex).
-fn open_flags(tid: u32) -> Option<u64> {
-    let mut text = String::new();
-    File::open(format!("/proc/{tid}/syscall"))
-        .ok()?
-        .read_to_string(&mut text)
-        .ok()?;
+/// The syscall a thread waiting for a permission answer is in.
+enum Opener {
+    /// An open-family syscall, with its flags.
+    Open(u64),
+    /// Another syscall, by number.
+    Other(i64),
+    /// Not readable (the thread is gone, or never showed a syscall).
+    Unknown,
+}
+
+/// How often `/proc/<tid>/syscall` is read again while it says `running`: the kernel queues
+/// the event before the opener goes to sleep waiting for the answer, so the first reads
+/// can race with it (seen on a one-CPU guest for up to ~40 reads).
+const RUNNING_RETRIES: u32 = 2000;
+
+/// The syscall `tid` is stopped in, from `/proc/<tid>/syscall` (proc(5): "the number of the
+/// system call being executed, followed by the values of the argument registers", in hex).
+fn opener_syscall(tid: u32) -> Opener {
+    for attempt in 0..RUNNING_RETRIES {
+        let mut text = String::new();
+        let read = File::open(format!("/proc/{tid}/syscall"))
+            .and_then(|mut f| f.read_to_string(&mut text));
+        if read.is_err() {
+            return Opener::Unknown;
+        }
+        if text.trim_start().starts_with("running") {
+            if attempt < 100 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            continue;
+        }
+        return parse_syscall(tid, &text);
+    }
+    Opener::Unknown
+}
+
+fn parse_syscall(tid: u32, text: &str) -> Opener {
     let mut fields = text.split_whitespace();
-    let nr: i64 = fields.next()?.parse().ok()?;
+    let Some(nr) = fields.next().and_then(|f| f.parse::<i64>().ok()) else {
+        return Opener::Unknown;
+    };
     let args: Vec<u64> = fields
         .take(6)
         .filter_map(|f| u64::from_str_radix(f.trim_start_matches("0x"), 16).ok())
         .collect();
-    match nr {
+    let flags = match nr {
         libc::SYS_open => args.get(1).copied(),
         libc::SYS_openat => args.get(2).copied(),
         libc::SYS_creat => Some((libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u64),
-        libc::SYS_openat2 => read_open_how_flags(tid, *args.get(2)?),
+        libc::SYS_openat2 => args.get(2).and_then(|a| read_open_how_flags(tid, *a)),
         libc::SYS_open_by_handle_at => args.get(2).copied(),
-        _ => None,
-    }
+        _ => return Opener::Other(nr),
+    };
+    // An open whose flags cannot be read counts as a write: the stricter reading.
+    Opener::Open(flags.unwrap_or(libc::O_RDWR as u64))
 }
 
 /// `struct open_how` starts with `__u64 flags` (include/uapi/linux/openat2.h).
