@@ -85,7 +85,16 @@ fn truth(env: &Env, run: Run, image: &str) -> Result<()> {
     let trace_file = env.c.dir().join("strace.out");
     let mut strace_cmd = std::process::Command::new("strace");
     strace_cmd
-        .args(["-f", "-qq", "-s", "512", "-e", "signal=none", "-o"])
+        .args([
+            "-f",
+            "-qq",
+            "--pidns-translation",
+            "-s",
+            "512",
+            "-e",
+            "signal=none",
+            "-o",
+        ])
         .arg(&trace_file)
         .args(["-p", &pid.to_string()]);
     let strace = cmd::spawn_background(&mut strace_cmd)?;
@@ -172,7 +181,7 @@ impl Truth {
         let mut parent: HashMap<i32, i32> = HashMap::new();
         for c in &calls {
             if is_fork(&c.name) && !c.args.contains("CLONE_THREAD") {
-                if let Ok(child) = c.ret.trim().parse::<i32>() {
+                if let Some(child) = host_pid(&c.ret) {
                     parent.insert(child, c.pid);
                 }
             }
@@ -296,6 +305,18 @@ impl Truth {
     }
 }
 
+/// The child pid a fork returned, in the host's pid namespace: strace's
+/// `--pidns-translation` prints `2 /* 4242 in strace's PID NS */` for a container's child.
+fn host_pid(ret: &str) -> Option<i32> {
+    if let Some(at) = ret.find("/* ") {
+        let n = ret[at + 3..].split_whitespace().next()?;
+        if ret[at..].contains("in strace's PID NS") {
+            return n.parse().ok();
+        }
+    }
+    ret.split_whitespace().next()?.parse().ok()
+}
+
 fn is_fork(name: &str) -> bool {
     matches!(name, "clone" | "clone3" | "fork" | "vfork")
 }
@@ -329,15 +350,19 @@ fn join_lines(text: &str) -> Vec<Call> {
         };
         let Some(open) = full.find('(') else { continue };
         let name = full[..open].to_string();
-        let Some(eq) = full.rfind(") = ") else {
+        // strace pads with spaces between the closing parenthesis and " = ".
+        let Some(eq) = full.rfind(" = ") else {
             continue;
         };
-        let args = full[open + 1..eq].to_string();
+        let Some(args) = full[open + 1..eq].trim_end().strip_suffix(')') else {
+            continue;
+        };
+        let args = args.to_string();
         calls.push(Call {
             pid,
             name,
             args,
-            ret: full[eq + 4..].to_string(),
+            ret: full[eq + 3..].to_string(),
         });
     }
     calls
