@@ -385,33 +385,40 @@ fn attack_listen(env: &Env) -> Result<()> {
 fn attack_task_exec(env: &Env) -> Result<()> {
     let base = learn_baseline(env)?;
     for mode in ["enforce", "monitor"] {
-        let run = attack_run(env, &base, "texec", mode, "sleep 60")
-            .detach()
-            .flags(&["--null-io"]);
+        // Run in the foreground like the learned baseline (stdout a FIFO to ctr): with
+        // `--null-io` stdout would be /dev/null, a character device, and stdio would make an
+        // isatty ioctl the profile never saw.
+        let run = attack_run(env, &base, "texec", mode, "sleep 60");
         // Marked before the start: a deviation of the baseline would be a false positive.
         let m = mark(env)?;
-        start_detached(env, &run)?;
+        let bg = env.c.run_background(&run)?;
+        env.c.wait_task_status(&run.id, "RUNNING", hang(2))?;
         let out = env.c.exec(&run.id, "u", &["id", "-u"], CTR)?;
-        if mode == "enforce" {
-            check::rc(&out, expect::KILLED_RC).context("enforce: exec of id")?;
-            ensure!(out.stdout.is_empty(), "enforce: id ran: {}", out.describe());
-        } else {
-            check::rc_stdout(&out, 0, "0\n").context("monitor: exec of id")?;
-        }
-        let events = events_since(env, m, 1)?;
-        let w = Want {
-            pname: None,
-            ..want(&run, mode, expect::EXEC, &[("proc.name", "id")])
-        };
-        one_event(&events, &w).with_context(|| format!("task exec in {mode}"))?;
-        if mode == "enforce" {
-            ensure!(
-                events.len() == 1,
-                "enforce: one event only:\n{}",
-                show_events(&events)
-            );
-        }
-        finish(env, &run.id)?;
+        let result = (|| {
+            if mode == "enforce" {
+                check::rc(&out, expect::KILLED_RC).context("enforce: exec of id")?;
+                ensure!(out.stdout.is_empty(), "enforce: id ran: {}", out.describe());
+            } else {
+                check::rc_stdout(&out, 0, "0\n").context("monitor: exec of id")?;
+            }
+            let events = events_since(env, m, 1)?;
+            let w = Want {
+                pname: None,
+                ..want(&run, mode, expect::EXEC, &[("proc.name", "id")])
+            };
+            one_event(&events, &w).with_context(|| format!("task exec in {mode}"))?;
+            if mode == "enforce" {
+                ensure!(
+                    events.len() == 1,
+                    "enforce: one event only:\n{}",
+                    show_events(&events)
+                );
+            }
+            Ok(())
+        })();
+        env.kill(&run.id, "KILL", None)?;
+        let _ = bg.wait(CTR)?;
+        result?;
     }
     Ok(())
 }
@@ -445,9 +452,20 @@ fn no_false_positives(env: &Env) -> Result<()> {
     }
     let m = mark(env)?;
     for i in 0..10 {
-        let out = run_ok(env, &redis_run(env, &format!("enforce{i}"), "enforce"))
-            .with_context(|| format!("enforced run {i}"))?;
-        redis_ok(&out).with_context(|| format!("enforced run {i}"))?;
+        let run = redis_run(env, &format!("enforce{i}"), "enforce");
+        let result = run_ok(env, &run).and_then(|out| redis_ok(&out));
+        if let Err(e) = result {
+            let events = events_since(env, m, 0)?;
+            let ps = env
+                .c
+                .ctr(&["task", "ps", &run.id])
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+            return Err(e.context(format!(
+                "enforced run {i}; task ps: {ps}; audit events so far:\n{}",
+                show_events(&events)
+            )));
+        }
     }
     no_events_since(env, m, "10 enforced redis runs under load")
 }
