@@ -28,8 +28,12 @@ mkdir -p "$logs"
 echo "== build (cargo build --workspace --all-targets)"
 cargo build --workspace --all-targets 2>&1 | tee "$logs/build.log" | grep --line-buffered -E '^(error|warning)|Finished'
 if [[ ${PIPESTATUS[0]} -ne 0 ]]; then
-    echo "test.sh: build failed (see $logs/build.log)" >&2
     tail -40 "$logs/build.log" >&2
+    echo
+    echo "== summary ($(((SECONDS - started) / 60)) min; logs in $logs)"
+    echo "build  FAILED (see $logs/build.log)"
+    for suite in unit e2e guest; do printf '%-6s %s\n' "$suite" "not run (the build failed)"; done
+    echo "test.sh: FAILED"
     exit 1
 fi
 
@@ -81,7 +85,8 @@ fi
 echo "== 3/3 LSM-BPF guest tests (cargo run -p vigil-guest --bin vigil-guest)"
 cargo run -q -p vigil-guest --bin vigil-guest 2>&1 | tee "$logs/guest.log"
 rc=${PIPESTATUS[0]}
-line=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' "$logs/guest.log" | tail -1)
+line=$(grep -E '^(guest: )?[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' "$logs/guest.log" | tail -1)
+line=${line#guest: }
 case $rc in
 0) record "guest" "ok ($line)" ;;
 77)

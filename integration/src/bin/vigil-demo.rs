@@ -14,7 +14,8 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -83,6 +84,7 @@ fn main() {
             println!("vigil-demo: done");
             0
         }
+        Err(_) if INTERRUPTED.load(Ordering::SeqCst) => 130,
         Err(e) => {
             eprintln!("vigil-demo: FAILED: {e:#}");
             1
@@ -134,6 +136,7 @@ fn watch_signals() -> Result<()> {
     set.thread_block().context("block signals")?;
     std::thread::spawn(move || {
         if let Ok(signal) = set.wait() {
+            INTERRUPTED.store(true, Ordering::SeqCst);
             eprintln!("\nvigil-demo: {signal}: tearing everything down");
             teardown();
             std::process::exit(130);
@@ -142,24 +145,43 @@ fn watch_signals() -> Result<()> {
     Ok(())
 }
 
-/// Stops the private containerd and removes what it left; true when nothing is left.
+/// Set once a signal asked the demo to stop.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The teardown's outcome, once it ran (the signal thread and the main thread may both ask).
+static TEARDOWN: Mutex<Option<bool>> = Mutex::new(None);
+
+/// Stops the private containerd and removes what it left and its folder; true when nothing
+/// is left. Runs once; later calls wait for it and return its outcome.
 fn teardown() -> bool {
-    let Some(c) = CONTAINERD.get() else {
-        return true;
+    let mut done = TEARDOWN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(clean) = *done {
+        return clean;
+    }
+    let clean = match CONTAINERD.get() {
+        None => true,
+        Some(c) => {
+            let problems = c.shutdown();
+            for p in &problems {
+                eprintln!("vigil-demo: cleanup: {p}");
+            }
+            // FIFOs of bundles containerd had no chance to remove go with the folder.
+            let mut left = c.leftovers();
+            left.fifos.clear();
+            let removed = std::fs::remove_dir_all(c.dir());
+            if let Err(e) = &removed {
+                eprintln!("vigil-demo: remove {}: {e}", c.dir().display());
+            }
+            if !left.is_empty() {
+                eprintln!("vigil-demo: left behind: {left:?}");
+            }
+            problems.is_empty() && left.is_empty() && removed.is_ok()
+        }
     };
-    let problems = c.shutdown();
-    for p in &problems {
-        eprintln!("vigil-demo: cleanup: {p}");
+    if clean {
+        println!("teardown: private containerd stopped, its folder removed, nothing left behind");
     }
-    let left = c.leftovers();
-    let _ = std::fs::remove_dir_all(c.dir());
-    if left.is_empty() && problems.is_empty() {
-        println!("teardown: private containerd stopped, nothing left behind");
-        true
-    } else {
-        eprintln!("vigil-demo: left behind: {left:?}");
-        false
-    }
+    *done = Some(clean);
+    clean
 }
 
 fn say(text: &str) {
