@@ -94,6 +94,10 @@ pub mod direction {
     pub const SEND: u8 = 2;
     /// bind(2) to a fixed port: a server's listening or receiving port.
     pub const BIND: u8 = 3;
+    /// accept(2)/accept4(2) returned a TCP connection: the local address and port it came
+    /// in on (never the peer's). Observed only, never enforced (no `VIGIL_NET_ALLOW` entry
+    /// has this direction).
+    pub const ACCEPT: u8 = 4;
 }
 
 /// Data part of a `VIGIL_NET_ALLOW` (LPM trie) key. The fixed fields come first so that a

@@ -123,9 +123,9 @@ pub struct NetInfo {
     pub verdict: Verdict,
     pub direction: super::NetDirection,
     pub protocol: super::Protocol,
-    /// The peer for connect/send, the local address for bind; IPv4 unmapped.
+    /// The peer for connect/send, the local address for bind and accept; IPv4 unmapped.
     pub addr: std::net::IpAddr,
-    /// The peer's port for connect/send, the local port for bind.
+    /// The peer's port for connect/send, the local port for bind and accept.
     pub port: u16,
     pub mechanism: Mechanism,
 }
@@ -332,6 +332,7 @@ fn net_info(ev: &NetEvent) -> Option<NetInfo> {
             direction::CONNECT => NetDirection::Connect,
             direction::SEND => NetDirection::Send,
             direction::BIND => NetDirection::Bind,
+            direction::ACCEPT => NetDirection::Accept,
             _ => return None,
         },
         protocol: match i32::from(ev.protocol) {

@@ -47,6 +47,9 @@ pub enum NetDirection {
     Send,
     /// bind(2) to a local address and fixed port.
     Bind,
+    /// accept(2)/accept4(2) of a TCP connection on a local address and port (events only:
+    /// the kernel never checks accepts, so a rule with this direction allows nothing).
+    Accept,
 }
 
 /// IP protocol of a [`NetRule`].
@@ -92,6 +95,7 @@ impl NetRule {
                 NetDirection::Connect => direction::CONNECT,
                 NetDirection::Send => direction::SEND,
                 NetDirection::Bind => direction::BIND,
+                NetDirection::Accept => direction::ACCEPT,
             },
             protocol: match self.protocol {
                 Protocol::Tcp => libc::IPPROTO_TCP as u8,
