@@ -522,7 +522,7 @@ impl Shared {
                 };
                 let op = match net.direction {
                     NetDirection::Connect | NetDirection::Send => NetOp::Connect,
-                    NetDirection::Bind => NetOp::Bind,
+                    NetDirection::Bind | NetDirection::Accept => NetOp::Bind,
                 };
                 let proto = match net.protocol {
                     bpf::Protocol::Tcp => L4Proto::Tcp,
@@ -664,6 +664,7 @@ fn observation(event: Event) -> Option<(Origin, Observed)> {
                 NetDirection::Connect => (Direction::Connect, None, Some(sock)),
                 NetDirection::Send => (Direction::Send, None, Some(sock)),
                 NetDirection::Bind => (Direction::Bind, Some(sock), None),
+                NetDirection::Accept => (Direction::Accept, Some(sock), None),
             };
             (
                 origin(&net.process),
