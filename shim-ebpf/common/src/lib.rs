@@ -42,7 +42,7 @@ pub mod program {
     pub const SYS_EXIT: &str = "vigil_sys_exit";
     pub const EXEC: &str = "vigil_sched_exec";
     pub const FORK: &str = "vigil_sched_fork";
-    pub const EXIT: &str = "vigil_sched_exit";
+    pub const FREE: &str = "vigil_sched_free";
     pub const RENAME: &str = "vigil_task_rename";
     pub const CONNECT4: &str = "vigil_connect4";
     pub const CONNECT6: &str = "vigil_connect6";

@@ -4,7 +4,7 @@
 //! include/trace/events/task.h at v6.18):
 //! - sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 //! - sched_process_fork(struct task_struct *parent, struct task_struct *child)
-//! - sched_process_exit(struct task_struct *p, ...)
+//! - sched_process_free(struct task_struct *p)
 //! - task_rename(struct task_struct *task, const char *comm)
 
 use aya_ebpf::{
@@ -156,6 +156,12 @@ fn applet_hash(ev: &ExecEvent, tmp: &mut [u64; 2]) -> u64 {
         }
     }
     let end = (kernel::launder(&mut tmp[0], end as u64) as usize).min(ARGV_LEN);
+    if end == ARGV_LEN {
+        // argv[0] does not end within the bytes kept: its basename, which a multi-call
+        // binary dispatches on, is unknown. No allow entry has hash 0, so enforce kills
+        // unless the file may run under any name.
+        return 0;
+    }
     let mut start = 0;
     for k in 0..ARGV_LEN {
         if k >= end {
@@ -227,11 +233,21 @@ pub fn vigil_sched_fork(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-#[raw_tracepoint(tracepoint = "sched_process_exit")]
-pub fn vigil_sched_exit(_ctx: RawTracePointContext) -> i32 {
-    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    let (pid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
-    if pid == tgid {
+/// A process's entry goes when its thread-group leader's task is freed, which happens only
+/// after every thread of the group is gone (a leader that exits first stays a zombie until
+/// then). Removing it at the leader's own exit would let the remaining threads run
+/// untracked, and so unjudged, by ending the main thread first.
+#[raw_tracepoint(tracepoint = "sched_process_free")]
+pub fn vigil_sched_free(ctx: RawTracePointContext) -> i32 {
+    let off = kernel::offsets();
+    let task = ctx.arg::<u64>(0);
+    let (Some(pid), Some(tgid)) = (
+        kernel::read::<u32>(task, off.task_pid),
+        kernel::read::<u32>(task, off.task_tgid),
+    ) else {
+        return 0;
+    };
+    if pid == tgid && off.ready != 0 {
         let _ = VIGIL_TASKS.remove(tgid);
     }
     0

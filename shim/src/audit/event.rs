@@ -449,9 +449,17 @@ impl Process {
             return self;
         };
         let base = first.rsplit(|b| *b == b'/').next().unwrap_or(first);
-        self.name.get_or_insert_with(|| text(base));
+        let name = self.name.get_or_insert_with(|| text(base)).clone();
         self.exe = Some(text(first));
-        self.cmdline = Some(args.iter().map(|a| text(a)).collect::<Vec<_>>().join(" "));
+        // As Falco's: the program name followed by the arguments (`nc -w1 127.0.0.1 9` for
+        // `/bin/nc -w1 127.0.0.1 9`).
+        let rest = args[1..].iter().map(|a| text(a));
+        self.cmdline = Some(
+            std::iter::once(name)
+                .chain(rest)
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
         self
     }
 

@@ -25,7 +25,7 @@ use super::{BpfError, Result};
 pub const ALWAYS_ON: [(&str, &str); 4] = [
     (program::EXEC, "sched_process_exec"),
     (program::FORK, "sched_process_fork"),
-    (program::EXIT, "sched_process_exit"),
+    (program::FREE, "sched_process_free"),
     (program::RENAME, "task_rename"),
 ];
 

@@ -56,6 +56,8 @@ pub struct FileAccess {
     pub path: String,
     /// What the open is for.
     pub access: Access,
+    /// The opened file's identity (`st_dev`, `st_ino`), when it could be read.
+    pub inode: Option<(u64, u64)>,
 }
 
 /// Decides each open by a process of the container. Called on the guard's thread while the
@@ -227,6 +229,9 @@ fn answer(
             tid,
             path: container_path(&file, rootfs),
             access: access_kind(tid, meta.mask),
+            inode: nix::sys::stat::fstat(file.as_raw_fd())
+                .ok()
+                .map(|st| (st.st_dev, st.st_ino)),
         };
         responder.allow(&access)
     } else {
@@ -257,9 +262,11 @@ fn answer(
 fn container_path(file: &OwnedFd, rootfs: &Path) -> String {
     let link = format!("/proc/self/fd/{}", file.as_raw_fd());
     let host = std::fs::read_link(link).unwrap_or_default();
+    let text =
+        |p: &Path| crate::bpf::escaped(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()));
     match host.strip_prefix(rootfs) {
-        Ok(inside) => format!("/{}", inside.display()),
-        Err(_) => host.display().to_string(),
+        Ok(inside) => format!("/{}", text(inside)),
+        Err(_) => text(&host),
     }
 }
 
@@ -273,8 +280,10 @@ fn access_kind(tid: u32, mask: u64) -> Access {
         Opener::Open(_) => Access::Read,
         // The kernel opening an executable's pieces on the thread's behalf.
         Opener::Other(nr) if nr == libc::SYS_execve || nr == libc::SYS_execveat => Access::Kernel,
-        // Anything else is judged as the least access an open can have, never waved through.
-        Opener::Other(_) | Opener::Unknown => Access::Read,
+        // An open not made by an open syscall (io_uring's IORING_OP_OPENAT, from
+        // io_uring_enter or one of its worker threads) or one whose syscall cannot be read:
+        // its flags are unknown, so it is judged as a write, the stricter reading.
+        Opener::Other(_) | Opener::Unknown => Access::Write,
     }
 }
 

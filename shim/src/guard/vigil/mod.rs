@@ -125,11 +125,11 @@ impl Guard for VigilGuard {
         );
         let mut support = caps.support();
         let runc_version = caps.runc_version.clone().unwrap_or_default();
-        // The whole floor, whatever noNewPrivileges says: with a seccomp listener, runc init
-        // hands the filter's descriptor to its parent after installing it and waits for the
-        // answer (read, close and the Go runtime's calls run under the filter), which the
-        // no_new_privs part alone, traced without a listener, lacks.
-        let floor = RuntimeFloor::for_runc(&runc_version).map(|f| f.for_process(false));
+        // The floor for the process's noNewPrivileges. runc init's calls under the filter
+        // that it lacks (with a listener, runc init waits on its parent after installing the
+        // filter) reach the listener, which allows them: runc init is not the workload.
+        let floor = RuntimeFloor::for_runc(&runc_version)
+            .map(|f| f.for_process(plan::no_new_privileges(req.bundle)));
         if let Err(e) = &floor {
             lack_everywhere(
                 &mut support,

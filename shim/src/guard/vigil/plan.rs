@@ -211,6 +211,18 @@ pub fn write_seccomp(
     Ok(compiled)
 }
 
+/// Whether the spec's process runs with no_new_privileges.
+pub fn no_new_privileges(bundle: &Path) -> bool {
+    std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+        .and_then(|v| {
+            v.pointer("/process/noNewPrivileges")
+                .and_then(|b| b.as_bool())
+        })
+        .unwrap_or(false)
+}
+
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;

@@ -39,9 +39,11 @@ pub fn comm(pid: u32) -> Option<String> {
 /// `None` when the process is gone.
 pub fn exe_in_container(pid: u32, rootfs: &Path) -> Option<String> {
     let host = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let text =
+        |p: &Path| crate::bpf::escaped(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()));
     Some(match host.strip_prefix(rootfs) {
-        Ok(inside) => format!("/{}", inside.display()),
-        Err(_) => host.display().to_string(),
+        Ok(inside) => format!("/{}", text(inside)),
+        Err(_) => text(&host),
     })
 }
 
