@@ -277,7 +277,7 @@ fn exec_info(ev: &ExecEvent) -> ExecInfo {
     let argv_len = (ev.argv_len as usize).min(ev.argv.len());
     let argv = ev.argv[..argv_len]
         .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .map(escaped)
         .collect::<Vec<_>>();
     let argv = trim_trailing_empty(argv);
     ExecInfo {
@@ -364,7 +364,22 @@ fn resolved(path: &ResolvedPath, flags: u8) -> Option<String> {
 
 fn c_str(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    escaped(&bytes[..end])
+}
+
+/// Kernel bytes as text without loss: valid UTF-8 kept, any other byte as the four
+/// characters `\xNN` (as the audit log writes them), so two different byte strings never
+/// become the same path or argument.
+pub fn escaped(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
 }
 
 #[cfg(test)]

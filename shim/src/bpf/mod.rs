@@ -36,8 +36,8 @@ pub use btf::VMLINUX_BTF;
 pub use cgroup::{cgroup2_mount, cgroup_id, cgroup_id_of, cgroup_path_of};
 pub use error::{BpfError, Result};
 pub use events::{
-    decode, Access, AsyncEventReader, Event, EventReader, ExecInfo, FileInfo, Mechanism, NetInfo,
-    Process, Verdict,
+    decode, escaped, Access, AsyncEventReader, Event, EventReader, ExecInfo, FileInfo, Mechanism,
+    NetInfo, Process, Verdict,
 };
 pub use lsm::{
     check_active as lsm_check_active, probe as lsm_probe, FileKey, FileRule, LsmHook, LsmInfo,

@@ -1,7 +1,7 @@
 //! One guarded container, from `runc create` to Delete: its eBPF registration, its event
 //! reader, its learner, its seccomp listener and its file guard.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -74,6 +74,13 @@ struct Shared {
     tracker: Mutex<Option<Arc<Registration>>>,
     /// Deviations already reported (process, kind, what).
     reported: Mutex<HashSet<String>>,
+    /// The files the profile runs, as they were before the workload started: path inside the
+    /// container to (`st_dev`, `st_ino`). An exec of the same path that opens another file
+    /// (one renamed over it) is not the profile's program.
+    exec_files: Mutex<HashMap<String, (u64, u64)>>,
+    /// What the exec events said about recent processes, for events about processes that
+    /// are gone by the time they are described.
+    recent: Mutex<HashMap<u32, audit::Process>>,
     learning: Option<Learning>,
 }
 
@@ -134,6 +141,8 @@ impl Watch {
             compiled,
             tracker: Mutex::new(None),
             reported: Mutex::new(HashSet::new()),
+            exec_files: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
             learning,
         });
         let listener =
@@ -215,6 +224,7 @@ impl Watch {
 #[async_trait]
 impl ContainerGuard for Watch {
     async fn created(&self, init_pid: u32) -> Result<(), GuardError> {
+        self.shared.record_exec_files();
         let mut registration = self.register(init_pid).map_err(|e| {
             GuardError::Unavailable(format!("cannot register the container's cgroup: {e}"))
         })?;
@@ -460,6 +470,13 @@ impl Shared {
                     .clone()
                     .unwrap_or_else(|| exec.invoked.clone());
                 let argv0 = exec.argv.first().cloned().unwrap_or_default();
+                let program = argv0.rsplit('/').next().unwrap_or(&argv0).to_string();
+                self.remember(&exec, &exe, &program);
+                let exe = exec
+                    .exe_path
+                    .clone()
+                    .unwrap_or_else(|| exec.invoked.clone());
+                let argv0 = exec.argv.first().cloned().unwrap_or_default();
                 let observed = ExecObservation {
                     filename: exec.invoked.clone(),
                     resolved: exe.clone(),
@@ -480,13 +497,7 @@ impl Shared {
                     }
                     _ => return,
                 };
-                let argv = exec.argv.join("\0");
-                let process = audit::Process::new(exec.process.pid)
-                    .exepath(exe.as_bytes())
-                    .name(key.program.as_bytes())
-                    .argv(argv.as_bytes())
-                    .parent(Some(exec.process.ppid), exec.parent_comm.as_bytes())
-                    .uid(exec.process.uid);
+                let process = self.remember(&exec, &exe, &key.program);
                 let deviation = Deviation::Exec {
                     filename: key.invoked.into_bytes(),
                 };
@@ -585,11 +596,63 @@ impl Shared {
         }
     }
 
-    /// An audit process from a kernel record, completed from /proc where it is still there.
+    /// Remembers what an exec event says about its process (bounded), and returns it.
+    fn remember(&self, exec: &bpf::ExecInfo, exe: &str, program: &str) -> audit::Process {
+        let argv = exec.argv.join("\0");
+        let process = audit::Process::new(exec.process.pid)
+            .exepath(exe.as_bytes())
+            .name(program.as_bytes())
+            .argv(argv.as_bytes())
+            .parent(Some(exec.process.ppid), exec.parent_comm.as_bytes())
+            .uid(exec.process.uid);
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() >= 4096 {
+            recent.clear();
+        }
+        recent.insert(exec.process.pid, process.clone());
+        process
+    }
+
+    /// Records the identity of every file the profile executes, before the workload runs.
+    fn record_exec_files(&self) {
+        let Some(plan) = &self.plan else {
+            return;
+        };
+        let Ok(root) = std::fs::canonicalize(&self.rootfs) else {
+            return;
+        };
+        let mut files = self.exec_files.lock().unwrap_or_else(|e| e.into_inner());
+        for (path, _) in &plan.execs {
+            let host = root.join(path.trim_start_matches('/'));
+            // Only a path that stays inside the rootfs (no symlink leading out of it).
+            let Ok(real) = std::fs::canonicalize(&host) else {
+                continue;
+            };
+            if !real.starts_with(&root) {
+                continue;
+            }
+            if let Ok(meta) = std::fs::metadata(&real) {
+                use std::os::unix::fs::MetadataExt;
+                files.insert(path.clone(), (meta.dev(), meta.ino()));
+            }
+        }
+    }
+
+    /// An audit process from a kernel record, completed from /proc where it is still there,
+    /// else from its exec event.
     fn process_of(&self, p: &bpf::Process) -> audit::Process {
         let from_proc = procinfo::describe(p.pid, &self.rootfs);
         if procinfo::status(p.pid).is_some() {
             return from_proc;
+        }
+        let known = self
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&p.pid)
+            .cloned();
+        if let Some(known) = known {
+            return known;
         }
         let pname = procinfo::comm(p.ppid).unwrap_or_default();
         audit::Process::new(p.pid)
@@ -724,6 +787,51 @@ impl Responder for SyscallResponder {
 /// Decides the container's file opens (fanotify).
 struct FileDecider(Arc<Shared>);
 
+impl FileDecider {
+    /// An exec's open of a file the profile runs must open that very file: a file renamed
+    /// over it (a dropped binary under an allowed name) is refused with EPERM before it
+    /// runs. Other files are the exec hook's business (program identity needs argv).
+    fn allow_exec_file(&self, plan: &Plan, access: &fanotify::FileAccess) -> bool {
+        let shared = &self.0;
+        let expected = shared
+            .exec_files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&access.path)
+            .copied();
+        let (Some(expected), Some(found)) = (expected, access.inode) else {
+            return true;
+        };
+        if expected == found {
+            return true;
+        }
+        let allow = shared.mode != Mode::Enforce;
+        let action = if allow {
+            Action::Alerted
+        } else {
+            Action::Blocked
+        };
+        let process = procinfo::describe(access.tid, &shared.rootfs);
+        let deviation = Deviation::Exec {
+            filename: access.path.clone().into_bytes(),
+        };
+        shared.audit.emit(
+            shared
+                .context
+                .deviation(deviation, action, Mechanism::Fanotify)
+                .process(process)
+                .confidence(plan.profile.confidence.execs)
+                .output(format!(
+                    "{} exec of {}: the file is not the one the profile runs (replaced in \
+                     the container)",
+                    if allow { "unexpected" } else { "blocked" },
+                    access.path
+                )),
+        );
+        allow
+    }
+}
+
 impl FileResponder for FileDecider {
     fn is_member(&self, tid: u32) -> bool {
         self.0.is_workload(tid)
@@ -735,9 +843,9 @@ impl FileResponder for FileDecider {
             return true;
         };
         let (kind, audit_kind) = match access.access {
-            // Exec identity is the exec hook's business; loading by the kernel is not an
-            // open by the program.
-            fanotify::Access::Exec | fanotify::Access::Kernel => return true,
+            fanotify::Access::Exec => return self.allow_exec_file(plan, access),
+            // Loading by the kernel for an exec is not an open by the program.
+            fanotify::Access::Kernel => return true,
             fanotify::Access::Read => (Access::Read, AuditAccess::Read),
             fanotify::Access::Write => (Access::Write, AuditAccess::Write),
         };
