@@ -491,15 +491,25 @@ fn parse_request(
 
 fn parse_mode(key: &str, value: &str) -> Result<Mode, ModeError> {
     value.parse().map_err(|_| ModeError::UnknownMode {
-        key: key.to_owned(),
-        value: value.to_owned(),
+        key: clip(key),
+        value: clip(value),
     })
 }
 
 fn unknown_key(key: &str, value: &str) -> ModeError {
     ModeError::UnknownKey {
-        key: key.to_owned(),
-        value: value.to_owned(),
+        key: clip(key),
+        value: clip(value),
+    }
+}
+
+/// At most 200 characters of an annotation's key or value for an error message (a value can
+/// be as long as the pod spec allows; the message must stay readable).
+fn clip(text: &str) -> String {
+    const MAX: usize = 200;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}... ({} bytes in all)", &text[..cut], text.len()),
+        None => text.to_owned(),
     }
 }
 
