@@ -68,12 +68,16 @@ struct Attack {
     enforce_marker: Option<&'static str>,
 }
 
+/// A shell the profile never ran. The attack containers' entrypoint is `sh` itself, so the
+/// profile has `sh`; vigil's exec identity is the executed file and the program name (the
+/// parent is recorded, not compared: docs/limitations.md), so a second `sh` would be the
+/// profile's program. `ash` is another busybox shell applet.
 const SHELL: Attack = Attack {
     name: "shell",
-    // With a path: busybox's sh runs a bare `sh` applet in a forked child without exec.
-    script: "/bin/sh -c 'echo pwned'",
+    // With a path: busybox's sh runs a bare applet name in a forked child without exec.
+    script: "/bin/ash -c 'echo pwned'",
     kind: expect::EXEC,
-    fields: &[("proc.name", "sh"), ("proc.exepath", "/bin/busybox")],
+    fields: &[("proc.name", "ash"), ("proc.exepath", "/bin/busybox")],
     success_marker: Some("pwned"),
     enforce_marker: None,
 };
