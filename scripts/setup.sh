@@ -25,6 +25,8 @@ packages=(
     gcc libc6-dev
     # tools the scripts use
     iproute2 util-linux kmod procps curl ca-certificates
+    # bench-guard's sys_exit tracepoint comparison
+    bpftrace
 )
 
 missing=()
