@@ -49,7 +49,8 @@ pub fn static_binary(src: &Path) -> Result<PathBuf> {
         return Ok(out);
     }
     std::fs::create_dir_all(out.parent().context("no parent")?)?;
-    let tmp = out.with_extension("tmp");
+    // A name of this process's own: two test processes may build the same helper at once.
+    let tmp = out.with_extension(format!("tmp.{}", std::process::id()));
     let mut gcc = Command::new("gcc");
     gcc.args(["-static", "-O2", "-Wall", "-Werror", "-pthread", "-o"])
         .arg(&tmp)
