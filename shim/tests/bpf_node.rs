@@ -255,6 +255,137 @@ fn learning_records_syscalls_exec_files_and_connects() {
     reg.unregister().unwrap();
 }
 
+/// A TCP server in a cgroup: listens on 127.0.0.1 (an IPv4 socket, accepted twice, once with
+/// the accept syscall and once with accept4) and on ::ffff:127.0.0.1 (a dual-stack IPv6
+/// socket, whose accepted IPv4 connection is v4-mapped), prints both ports, accepts three
+/// connections, prints "done".
+const ACCEPT_SERVER: &str = r#"
+import ctypes, socket
+v4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+v4.bind(("127.0.0.1", 0)); v4.listen(4)
+v6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+v6.bind(("::ffff:127.0.0.1", 0)); v6.listen(4)
+print(v4.getsockname()[1], v6.getsockname()[1], flush=True)
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.syscall(43, v4.fileno(), None, None)  # accept(2)
+assert fd >= 0, ctypes.get_errno()
+v4.accept()  # accept4(2)
+v6.accept()
+print("done", flush=True)
+"#;
+
+/// Starts [`ACCEPT_SERVER`] held in `cgroup`; returns it with the script's file.
+fn spawn_accept_server(cgroup: &Path, name: &str) -> (Child, PathBuf) {
+    let script =
+        std::env::temp_dir().join(format!("vigil-accept-{}-{name}.py", std::process::id()));
+    fs::write(&script, ACCEPT_SERVER).unwrap();
+    let child = spawn_held_exec(cgroup, &format!("{PYTHON} {}", script.display()));
+    (child, script)
+}
+
+/// Connects three times to a released [`ACCEPT_SERVER`]; returns its (IPv4, IPv6) ports.
+fn drive_accept_server(child: &mut Child) -> (u16, u16) {
+    use std::io::BufRead;
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let ports: Vec<u16> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(ports.len(), 2, "server printed {line:?}");
+    for port in [ports[0], ports[0], ports[1]] {
+        let _conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    }
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done");
+    (ports[0], ports[1])
+}
+
+#[test]
+fn learning_records_accepted_connections() {
+    require_privileges!();
+    if !Path::new(PYTHON).exists() {
+        eprintln!("skipping: {PYTHON} missing");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let fx = Fixture::new("accept");
+    let node = fx.open();
+    let (learn_dir, learn_id) = fx.cgroup("learner");
+    let (mon_dir, mon_id) = fx.cgroup("monitor");
+    let (other_dir, _) = fx.cgroup("other");
+    let (mut learner, script1) = spawn_accept_server(&learn_dir, "learner");
+    let (mut monitored, script2) = spawn_accept_server(&mon_dir, "monitor");
+    let (mut outsider, script3) = spawn_accept_server(&other_dir, "other");
+    let mut reg = node.register(&learn(learn_id, learner.id())).unwrap();
+    let mut reader = reg.take_events().unwrap().unwrap();
+    // A registered container that does not learn (monitor without syscall tracepoints).
+    let monitor = RegisterRequest {
+        mode: Mode::Monitor,
+        watch_syscalls: false,
+        ..learn(mon_id, monitored.id())
+    };
+    let mut mon_reg = node.register(&monitor).unwrap();
+    let mut mon_reader = mon_reg.take_events().unwrap().unwrap();
+
+    let learner_pid = learner.id();
+    let mut ports = Vec::new();
+    for child in [&mut learner, &mut monitored, &mut outsider] {
+        release(child);
+        ports.push(drive_accept_server(child));
+    }
+    for (child, script) in [
+        (learner, script1),
+        (monitored, script2),
+        (outsider, script3),
+    ] {
+        assert_eq!(child.wait_with_output().unwrap().status.code(), Some(0));
+        let _ = fs::remove_file(script);
+    }
+    let events = drain_for(&mut reader, Duration::from_millis(300));
+    let mon_events = drain_for(&mut mon_reader, Duration::from_millis(50));
+
+    let accepts: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Net(n) if n.direction == NetDirection::Accept => Some(n),
+            _ => None,
+        })
+        .collect();
+    let (v4_port, v6_port) = ports[0];
+    for port in [v4_port, v6_port] {
+        // Two accepts on the IPv4 port (accept, accept4) fold into one record.
+        let on_port: Vec<_> = accepts.iter().filter(|n| n.port == port).collect();
+        assert_eq!(on_port.len(), 1, "accepts on {port}: {accepts:#?}");
+        let n = on_port[0];
+        assert_eq!(
+            (n.protocol, n.addr, n.verdict, n.process.pid),
+            (
+                Protocol::Tcp,
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                Verdict::Observed,
+                learner_pid
+            ),
+            "{n:?}"
+        );
+    }
+    assert_eq!(accepts.len(), 2, "unexpected accepts: {accepts:#?}");
+    let mon_accepts = mon_events
+        .iter()
+        .filter(|e| matches!(e, Event::Net(n) if n.direction == NetDirection::Accept))
+        .count();
+    assert_eq!(
+        mon_accepts, 0,
+        "accepts recorded for a container that does not learn"
+    );
+    assert_eq!(reg.lost_events().unwrap(), 0);
+    mon_reg.unregister().unwrap();
+    reg.unregister().unwrap();
+}
+
 #[test]
 fn enforce_kills_unknown_execs_and_blocks_unknown_connects() {
     require_privileges!();
@@ -509,6 +640,9 @@ fn concurrent_first_starts_load_once() {
 
 /// Debian's busybox-static, resolved (merged /usr: /bin -> usr/bin).
 const BUSYBOX: &str = "/usr/bin/busybox";
+
+/// Debian's python3 (not a version manager's shim script).
+const PYTHON: &str = "/usr/bin/python3";
 
 fn exec_with_argv0<'a>(events: &'a [Event], argv0: &str) -> Option<&'a ExecInfo> {
     events.iter().find_map(|e| match e {

@@ -118,8 +118,9 @@ pub struct NetKey {
 /// Bits of a [`NetKey`] before the address.
 pub const NET_FIXED_BITS: u32 = 64;
 
-/// `VIGIL_PENDING_OPENS` value, keyed by pid_tgid: an open* seen at sys_enter, completed at
-/// sys_exit.
+/// `VIGIL_PENDING_OPENS` value, keyed by pid_tgid: an open* or accept* syscall seen at
+/// sys_enter, completed at sys_exit (`nr` says which; an accept uses no other field than
+/// slot, generation and session).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PendingOpen {
@@ -165,6 +166,20 @@ pub struct KernelOffsets {
     pub files_fdt: u32,
     pub fdt_fd: u32,
     pub fdt_max_fds: u32,
+    /// `file->private_data` (a socket file's `struct socket *`).
+    pub file_private_data: u32,
+    /// `socket->file` and `socket->sk`.
+    pub socket_file: u32,
+    pub socket_sk: u32,
+    /// `sock->__sk_common.skc_family`, `.skc_num` (local port, host order) and
+    /// `.skc_rcv_saddr` (local IPv4 address).
+    pub sk_family: u32,
+    pub sk_num: u32,
+    pub sk_rcv_saddr: u32,
+    /// `sock->__sk_common.skc_v6_rcv_saddr`; 0 on a kernel without IPv6.
+    pub sk_v6_rcv_saddr: u32,
+    /// `sock->sk_protocol` (a u16 since Linux 5.6).
+    pub sk_protocol: u32,
 }
 
 #[cfg(feature = "user")]

@@ -36,6 +36,14 @@ pub(crate) static VIGIL_OFFSETS: KernelOffsets = KernelOffsets {
     files_fdt: 0,
     fdt_fd: 0,
     fdt_max_fds: 0,
+    file_private_data: 0,
+    socket_file: 0,
+    socket_sk: 0,
+    sk_family: 0,
+    sk_num: 0,
+    sk_rcv_saddr: 0,
+    sk_v6_rcv_saddr: 0,
+    sk_protocol: 0,
 };
 
 /// The offsets as set by the loader.

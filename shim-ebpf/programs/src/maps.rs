@@ -44,7 +44,7 @@ pub static VIGIL_LOST: PerCpuArray<u64, SLOTS> = PerCpuArray::new();
 pub static VIGIL_RINGS: ArrayOfMaps<RingBuf<u8, { RING_BYTES as usize }>, SLOTS> =
     ArrayOfMaps::new();
 
-/// pid_tgid -> an open* syscall between sys_enter and sys_exit.
+/// pid_tgid -> an open* or accept* syscall between sys_enter and sys_exit.
 #[btf_map]
 pub static VIGIL_PENDING_OPENS: LruHashMap<u64, PendingOpen, 16384> = LruHashMap::new();
 

@@ -1,5 +1,6 @@
-//! Syscall tracepoints: new syscall numbers and file opens, attached only while a container
-//! needs them (every attached `sys_enter`/`sys_exit` program taxes every syscall on the node).
+//! Syscall tracepoints: new syscall numbers, file opens and accepted connections, attached
+//! only while a container needs them (every attached `sys_enter`/`sys_exit` program taxes
+//! every syscall on the node).
 //!
 //! Raw tracepoint arguments (include/trace/events/syscalls.h at v6.18):
 //! sys_enter(struct pt_regs *regs, long id), sys_exit(struct pt_regs *regs, long ret).
@@ -19,7 +20,7 @@ use vigil_ebpf_common::{
 use crate::{
     emit, kernel,
     maps::{VIGIL_PENDING_OPENS, VIGIL_SCRATCH, VIGIL_SYSCALLS_SEEN},
-    path, scope,
+    net, path, scope,
 };
 
 const PT_REGS_DI: u32 = 112;
@@ -31,6 +32,8 @@ const NR_OPEN: u32 = 2;
 const NR_CREAT: u32 = 85;
 const NR_OPENAT: u32 = 257;
 const NR_OPENAT2: u32 = 437;
+const NR_ACCEPT: u32 = 43;
+const NR_ACCEPT4: u32 = 288;
 
 // include/uapi/asm-generic/fcntl.h
 const O_ACCMODE: u64 = 0o3;
@@ -55,7 +58,16 @@ pub fn vigil_sys_enter(ctx: RawTracePointContext) -> i32 {
     let regs = ctx.arg::<u64>(0);
     let nr = ctx.arg::<u64>(1) as u32;
     note_syscall(&c, &task, nr);
-    if let Some(pending) = open_args(regs, nr) {
+    // accept/accept4: only the number is kept; sys_exit reads the new socket (crate::net).
+    let pending = if nr == NR_ACCEPT || nr == NR_ACCEPT4 {
+        Some(PendingOpen {
+            nr,
+            ..PendingOpen::default()
+        })
+    } else {
+        open_args(regs, nr)
+    };
+    if let Some(pending) = pending {
         let pending = PendingOpen {
             slot: c.slot,
             generation: c.generation,
@@ -140,6 +152,12 @@ pub fn vigil_sys_exit(ctx: RawTracePointContext) -> i32 {
     };
     let _ = VIGIL_PENDING_OPENS.remove(id);
     let ret = ctx.arg::<i64>(1);
+    if pending.nr == NR_ACCEPT || pending.nr == NR_ACCEPT4 {
+        if ret >= 0 {
+            net::accepted(&pending, ret as u32);
+        }
+        return 0;
+    }
     let Some(scratch) = VIGIL_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };

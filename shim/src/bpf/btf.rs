@@ -207,6 +207,8 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets> {
         btf.offset(s, m)
             .ok_or_else(|| btf_error(path, format!("no field {m} in struct {s}")))
     };
+    // `struct sock` starts with `struct sock_common __sk_common` (include/net/sock.h).
+    let common = f("sock", "__sk_common")?;
     Ok(KernelOffsets {
         ready: 1,
         task_pid: f("task_struct", "pid")?,
@@ -234,6 +236,17 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets> {
         files_fdt: f("files_struct", "fdt")?,
         fdt_fd: f("fdtable", "fd")?,
         fdt_max_fds: f("fdtable", "max_fds")?,
+        file_private_data: f("file", "private_data")?,
+        socket_file: f("socket", "file")?,
+        socket_sk: f("socket", "sk")?,
+        sk_family: common + f("sock_common", "skc_family")?,
+        sk_num: common + f("sock_common", "skc_num")?,
+        sk_rcv_saddr: common + f("sock_common", "skc_rcv_saddr")?,
+        // Only with CONFIG_IPV6; 0 makes the programs report IPv6 local addresses as `::`.
+        sk_v6_rcv_saddr: btf
+            .offset("sock_common", "skc_v6_rcv_saddr")
+            .map_or(0, |o| common + o),
+        sk_protocol: f("sock", "sk_protocol")?,
     })
 }
 
@@ -254,6 +267,12 @@ mod tests {
         assert_eq!(off.path_dentry, 8);
         // `pid_t pid; pid_t tgid;` are adjacent in task_struct (include/linux/sched.h).
         assert_eq!(off.task_tgid, off.task_pid + 4);
+        // sock_common (include/net/sock.h): the address pair, the hash (4 bytes), then
+        // `__be16 skc_dport; __u16 skc_num;`, then the family.
+        assert_eq!(off.sk_num, off.sk_rcv_saddr + 10);
+        assert_eq!(off.sk_family, off.sk_num + 2);
+        // struct socket (include/linux/net.h): `struct file *file; struct sock *sk;`.
+        assert_eq!(off.socket_sk, off.socket_file + 8);
     }
 
     #[test]
