@@ -92,6 +92,24 @@ impl RuntimeFloor {
         floor
     }
 
+    /// The floor of a process whose filter sends calls outside the profile to a listener
+    /// the shim answers (vigil's monitor and enforce): [`RuntimeFloor::for_process`], plus
+    /// the floor's other entries numbered below [`crate::seccomp::ENOSYS_FROM`]. runc init's
+    /// own calls outside this set reach the listener, which allows them (runc init is not
+    /// the workload); the credential calls of the no_new_privs-off part stay allowed because
+    /// programs started as another user make them too (busybox drops privileges with setgid
+    /// and setuid at start), while newer calls such as faccessat2 and clone3 keep answering
+    /// ENOSYS to the workload, whose libc then falls back.
+    pub fn with_listener(&self, no_new_privileges: bool) -> RuntimeFloor {
+        let part = self.for_process(no_new_privileges);
+        let mut floor = self.clone();
+        floor.syscalls.retain(|name, _| {
+            part.syscalls.contains_key(name)
+                || syscalls::number(name).is_some_and(|n| n < crate::seccomp::ENOSYS_FROM)
+        });
+        floor
+    }
+
     /// The floor's syscall names.
     pub fn syscalls(&self) -> impl Iterator<Item = &str> {
         self.syscalls.keys().map(String::as_str)
@@ -110,6 +128,35 @@ fn release_series(version: &str) -> Option<String> {
         .take_while(char::is_ascii_digit)
         .collect();
     (!major.is_empty() && !minor.is_empty()).then(|| format!("{major}.{minor}"))
+}
+
+#[cfg(test)]
+mod listener_tests {
+    use super::*;
+
+    #[test]
+    fn the_listener_floor_keeps_credential_calls_and_drops_newer_ones_under_nnp() {
+        let full = RuntimeFloor::for_runc("1.1.5").expect("builtin floor");
+        let floor = full.with_listener(true);
+        let names: Vec<&str> = floor.syscalls().collect();
+        for needed in ["setuid", "setgid", "exit_group", "write"] {
+            if full.syscalls().any(|n| n == needed) {
+                assert!(names.contains(&needed), "{needed} missing");
+            }
+        }
+        let part = full.for_process(true);
+        if !part.syscalls().any(|n| n == "faccessat2") {
+            assert!(
+                !names.contains(&"faccessat2"),
+                "faccessat2 must look absent"
+            );
+        }
+        for name in names {
+            let n = syscalls::number(name).expect("known syscall");
+            let in_part = part.syscalls().any(|p| p == name);
+            assert!(n < crate::seccomp::ENOSYS_FROM || in_part, "{name} ({n})");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -156,12 +156,13 @@ fn applet_hash(ev: &ExecEvent, tmp: &mut [u64; 2]) -> u64 {
         }
     }
     let end = (kernel::launder(&mut tmp[0], end as u64) as usize).min(ARGV_LEN);
-    if end == ARGV_LEN {
-        // argv[0] does not end within the bytes kept: its basename, which a multi-call
-        // binary dispatches on, is unknown. No allow entry has hash 0, so enforce kills
-        // unless the file may run under any name.
-        return 0;
-    }
+    // 1 when argv[0] does not end within the bytes kept: its basename, which a multi-call
+    // binary dispatches on, is then unknown, and the hash below becomes 0, which no allow
+    // entry has (enforce kills unless the file may run under any name). Computed without a
+    // branch: a branch here made 6.1's verifier walk the loops below twice, past its
+    // jump-sequence limit.
+    const _: () = assert!(ARGV_LEN == 256);
+    let cut = (end >> 8) as u64;
     let mut start = 0;
     for k in 0..ARGV_LEN {
         if k >= end {
@@ -181,7 +182,7 @@ fn applet_hash(ev: &ExecEvent, tmp: &mut [u64; 2]) -> u64 {
     const _: () = assert!(ARGV_LEN.is_power_of_two());
     let start = (kernel::launder(&mut tmp[1], start as u64) as usize & (ARGV_LEN - 1)).min(end);
     let end = end.min(start + NAME_LEN - 1);
-    exec_name_hash_step(ev.path.hash, argv, start, end)
+    exec_name_hash_step(ev.path.hash, argv, start, end).wrapping_mul(1 - cut)
 }
 
 /// Enforce: allowed if the resolved file may run under any name, or under this applet name.

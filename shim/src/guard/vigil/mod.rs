@@ -125,11 +125,10 @@ impl Guard for VigilGuard {
         );
         let mut support = caps.support();
         let runc_version = caps.runc_version.clone().unwrap_or_default();
-        // The floor for the process's noNewPrivileges. runc init's calls under the filter
-        // that it lacks (with a listener, runc init waits on its parent after installing the
-        // filter) reach the listener, which allows them: runc init is not the workload.
+        // The floor for a filter with a listener (see `RuntimeFloor::with_listener`): runc
+        // init's calls under the filter beyond it reach the listener, which allows them.
         let floor = RuntimeFloor::for_runc(&runc_version)
-            .map(|f| f.for_process(plan::no_new_privileges(req.bundle)));
+            .map(|f| f.with_listener(plan::no_new_privileges(req.bundle)));
         if let Err(e) = &floor {
             lack_everywhere(
                 &mut support,
