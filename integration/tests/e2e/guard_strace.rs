@@ -295,7 +295,18 @@ impl Truth {
                 }
                 "accept" | "accept4" if ok => {
                     if let Some(b) = first_arg(&c.args).and_then(|fd| bound.get(&(c.pid, fd))) {
-                        t.net.insert(("accept", b.0.clone(), "*".into(), Some(b.2)));
+                        // The connection's family, as vigil records it: an IPv4 peer on a
+                        // dual-stack IPv6 listener (`::ffff:a.b.c.d`) is an IPv4 connection.
+                        let v4_mapped = matches!(
+                            sockaddr(&c.args),
+                            Some((f, addr, _)) if f == "inet6" && addr.starts_with("::ffff:") && addr.contains('.')
+                        );
+                        let family = if v4_mapped {
+                            "inet".to_string()
+                        } else {
+                            b.0.clone()
+                        };
+                        t.net.insert(("accept", family, "*".into(), Some(b.2)));
                     }
                 }
                 _ => {}
@@ -578,9 +589,14 @@ fn compare(t: &Truth, p: &Value) -> Result<()> {
                 _ => &"accept",
             }),
         };
+        // strace shows an accept's listener (`accept(3, NULL, NULL)` has no peer), vigil the
+        // connection: an IPv6 listener accepts IPv4 connections too (dual stack).
+        let family_ok = |e: &Value| {
+            e["family"] == family || (dir == "accept" && family == "inet6" && e["family"] == "inet")
+        };
         prof_net.iter().any(|e| {
             dirs.contains(&e["direction"].as_str().unwrap_or_default())
-                && e["family"] == family
+                && family_ok(e)
                 && (e["peer"] == peer || e["peer"] == "*" || peer == "*")
                 && (e["port"].is_null() || e["port"].as_u64() == port.map(u64::from))
         })
@@ -621,8 +637,11 @@ fn compare(t: &Truth, p: &Value) -> Result<()> {
         let seen = t.net.iter().any(|(d, f, peer, port)| {
             let same_dir =
                 d == &dir || (matches!(*d, "bind" | "listen") && matches!(dir, "bind" | "listen"));
+            // As above: an IPv4 connection accepted by a dual-stack IPv6 listener.
+            let family_ok =
+                e["family"] == *f || (dir == "accept" && f == "inet6" && e["family"] == "inet");
             same_dir
-                && e["family"] == *f
+                && family_ok
                 && (e["peer"] == *peer || e["peer"] == "*")
                 && (e["port"].is_null() || e["port"].as_u64() == port.map(u64::from))
         });
