@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # vigil's main job, end to end: installs what is missing (scripts/setup.sh), builds vigil
-# (release), installs its two binaries (containerd-shim-vigil-v2 and vigil) into a prefix,
-# then runs vigil-demo (integration/src/bin/vigil-demo.rs): a private containerd under a
-# temporary folder configured with the vigil runtime (never the system's), the offline redis
-# image, redis-server run through vigil, redis-cli and redis-benchmark against it, and a full
+# (cargo profile `dist`: release, optimised for size), installs its two binaries
+# (containerd-shim-vigil-v2 and vigil) into a prefix, then runs vigil-demo
+# (integration/src/bin/vigil-demo.rs): a private containerd under a temporary folder
+# configured with the vigil runtime (never the system's), the offline redis image,
+# redis-server run through vigil, redis-cli and redis-benchmark against it, and a full
 # teardown, also on Ctrl-C or SIGTERM.
 #
-# usage: sudo scripts/demo.sh [--prefix DIR] [--mode learn|monitor|enforce|off] [--requests N]
+# usage: scripts/demo.sh [--prefix DIR] [--mode learn|monitor|enforce|off] [--requests N]
 #   --prefix   where the binaries go (default /usr/local/bin)
 #   --mode     vigil.dev/mode of the redis container (default: the node's default)
 set -euo pipefail
@@ -44,13 +45,13 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 echo "== setup"
 scripts/setup.sh
 
-echo "== build (release)"
-cargo build --release -p vigil-shim --bin containerd-shim-vigil-v2 --bin vigil
-cargo build --release -p vigil-integration --bin vigil-demo
+echo "== build (cargo build --profile dist)"
+cargo build --profile dist -p vigil-shim --bin containerd-shim-vigil-v2 --bin vigil \
+    -p vigil-integration --bin vigil-demo
 
 echo "== install into $prefix"
 install -d "$prefix"
-install -m 0755 target/release/containerd-shim-vigil-v2 target/release/vigil "$prefix/"
+install -m 0755 target/dist/containerd-shim-vigil-v2 target/dist/vigil "$prefix/"
 ls -l "$prefix/containerd-shim-vigil-v2" "$prefix/vigil"
 
 # The demo runs in the background so that a signal to this script reaches the trap at once;
@@ -66,7 +67,7 @@ trap stop_demo EXIT
 trap 'echo "demo.sh: interrupted" >&2; stop_demo; exit 130' INT TERM HUP
 
 echo "== demo"
-target/release/vigil-demo --prefix "$prefix" "${demo_args[@]}" &
+target/dist/vigil-demo --prefix "$prefix" "${demo_args[@]}" &
 demo_pid=$!
 rc=0
 wait "$demo_pid" || rc=$?
