@@ -3,11 +3,11 @@
 pub mod audit;
 pub mod bpf;
 pub mod cli;
+pub mod config;
 pub mod guard;
 pub mod image;
+pub mod logging;
 pub mod mode;
 pub mod node_caps;
-pub mod config;
-pub mod logging;
 pub mod runc;
 pub mod service;

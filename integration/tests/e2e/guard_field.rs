@@ -259,8 +259,7 @@ fn v05(env: &Env) -> Result<()> {
         .iter()
         .filter(|e| {
             let ty = field_str(e, "evt.type");
-            !(e["rule"] == expect::SYSCALL.rule
-                && ["times", "ioctl", "newfstatat"].contains(&ty))
+            !(e["rule"] == expect::SYSCALL.rule && ["times", "ioctl", "newfstatat"].contains(&ty))
         })
         .collect();
     ensure!(
