@@ -2,14 +2,17 @@
 # vigil's main job, end to end: installs what is missing (scripts/setup.sh), builds vigil
 # (cargo profile `dist`: release, optimised for size), installs its two binaries
 # (containerd-shim-vigil-v2 and vigil) into a prefix, then runs vigil-demo
-# (integration/src/bin/vigil-demo.rs): a private containerd under a temporary folder
-# configured with the vigil runtime (never the system's), the offline redis image,
-# redis-server run through vigil, redis-cli and redis-benchmark against it, and a full
-# teardown, also on Ctrl-C or SIGTERM.
+# (integration/src/bin/vigil-demo.rs) in a private containerd under a temporary folder,
+# configured with the vigil runtime (never the system's), on the offline redis image:
+# learn (redis-server in vigil.dev/mode=learn under redis-benchmark, then stopped so the
+# profile is merged), show the profile, enforce (the same load, zero audit events), an
+# attack sequence inside the enforced container (a shell, /etc/shadow, a write below /usr,
+# a connection to a new port, the chroot syscall: each blocked and its audit event shown),
+# a summary table, and a full teardown, also on Ctrl-C or SIGTERM.
 #
-# usage: scripts/demo.sh [--prefix DIR] [--mode learn|monitor|enforce|off] [--requests N]
-#   --prefix   where the binaries go (default /usr/local/bin)
-#   --mode     vigil.dev/mode of the redis container (default: the node's default)
+# usage: scripts/demo.sh [--prefix DIR] [--requests N]
+#   --prefix    where the binaries go (default /usr/local/bin)
+#   --requests  redis-benchmark requests per test (default 50000)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -21,12 +24,12 @@ while (($#)); do
         prefix=${2:?--prefix needs a folder}
         shift 2
         ;;
-    --mode | --requests)
+    --requests)
         demo_args+=("$1" "${2:?$1 needs a value}")
         shift 2
         ;;
     -h | --help)
-        sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
