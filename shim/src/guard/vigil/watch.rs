@@ -638,13 +638,11 @@ impl Shared {
         }
     }
 
-    /// An audit process from a kernel record, completed from /proc where it is still there,
-    /// else from its exec event.
+    /// An audit process from a kernel record: as its exec event described it, else from
+    /// /proc while it is there, else from the record alone.
     fn process_of(&self, p: &bpf::Process) -> audit::Process {
-        let from_proc = procinfo::describe(p.pid, &self.rootfs);
-        if procinfo::status(p.pid).is_some() {
-            return from_proc;
-        }
+        // The exec event's account first: /proc of a process that already exited but is not
+        // reaped yet (a zombie) has no command line or executable any more.
         let known = self
             .recent
             .lock()
@@ -653,6 +651,9 @@ impl Shared {
             .cloned();
         if let Some(known) = known {
             return known;
+        }
+        if procinfo::status(p.pid).is_some() {
+            return procinfo::describe(p.pid, &self.rootfs);
         }
         let pname = procinfo::comm(p.ppid).unwrap_or_default();
         audit::Process::new(p.pid)
