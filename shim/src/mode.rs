@@ -25,9 +25,14 @@ pub const CRI_CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
 /// CRI: `sandbox` for the pod's pause container, `container` otherwise.
 pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 /// CRI: the pod's Kubernetes namespace.
-pub const CRI_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+pub const CRI_POD_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
 /// CRI: the pod's name.
-pub const CRI_POD_NAME: &str = "io.kubernetes.pod.name";
+pub const CRI_POD_NAME: &str = "io.kubernetes.cri.sandbox-name";
+/// The kubelet's own pod-namespace key, which some CRI implementations also pass as an
+/// annotation; read when containerd's is absent.
+pub const KUBELET_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+/// The kubelet's own pod-name key (see [`KUBELET_POD_NAMESPACE`]).
+pub const KUBELET_POD_NAME: &str = "io.kubernetes.pod.name";
 /// CRI: the image name the kubelet asked for.
 pub const CRI_IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
 
@@ -400,7 +405,10 @@ pub fn resolve(
     profiles: &dyn ProfileLookup,
 ) -> Result<ModeDecision, ModeError> {
     let container_name = annotations.get(CRI_CONTAINER_NAME).cloned();
-    let namespace = annotations.get(CRI_POD_NAMESPACE).cloned();
+    let namespace = annotations
+        .get(CRI_POD_NAMESPACE)
+        .or_else(|| annotations.get(KUBELET_POD_NAMESPACE))
+        .cloned();
     if annotations.get(CRI_CONTAINER_TYPE).map(String::as_str) == Some("sandbox") {
         return Ok(sandbox_decision(container_name, namespace));
     }

@@ -16,7 +16,10 @@ use crate::runner::{Case, Env};
 
 /// The CRI cases.
 pub fn cases() -> Vec<Case> {
-    vec![Case::each("cri/pod_with_annotation_shares_shim", pod).with_images(&[])]
+    vec![
+        Case::each("cri/pod_with_annotation_shares_shim", pod).with_images(&[]),
+        Case::vigil("cri/pod_learns_then_enforces", pod_guarded).with_images(&[]),
+    ]
 }
 
 const MODE_KEY: &str = "vigil.dev/mode";
@@ -129,4 +132,104 @@ fn one_shim(env: &Env, pod_id: &str, ctr_id: &str) -> Result<()> {
         exe.display()
     );
     Ok(())
+}
+
+/// The guard on the Kubernetes path: a pod annotated `learn` gives its image (CRI's
+/// `docker.io/...` name, resolved in the `k8s.io` namespace) a profile while its sandbox
+/// container stays unguarded; a second pod annotated `enforce` runs the same command
+/// cleanly and has a read it never learned blocked, the event naming the Kubernetes
+/// namespace, pod and container.
+fn pod_guarded(env: &Env) -> Result<()> {
+    for image in [Image::Pause, Image::Busybox] {
+        env.c.import_into(image, CRI_NAMESPACE)?;
+    }
+    let mut cri = Cri::connect(env.c.cri_socket())?;
+    let image = format!("docker.io/{}", Image::Busybox.name());
+    let learned = ["sh", "-c", "cat /etc/passwd >/dev/null; echo learned; true"];
+    run_pod_once(env, &mut cri, "learn", &image, &learned)?;
+
+    let profiles = super::guard::vigil(env, &["profile", "list", "--json"])?.ok()?;
+    ensure!(
+        profiles.stdout.contains(&image),
+        "no profile names {image}: {}",
+        profiles.stdout
+    );
+    ensure!(
+        !profiles.stdout.contains(Image::Pause.name()),
+        "the sandbox (pause) container was learned: {}",
+        profiles.stdout
+    );
+    let quiet = super::guard::audit(env)?;
+    ensure!(
+        quiet.is_empty(),
+        "learning wrote audit events: {}",
+        super::guard::show_events(&quiet)
+    );
+
+    let attack = [
+        "sh",
+        "-c",
+        "cat /etc/passwd >/dev/null; echo learned; cat /etc/shadow; true",
+    ];
+    let (pod_name, ctr_id) = run_pod_once(env, &mut cri, "enforce", &image, &attack)?;
+    let events = super::guard::events_since(env, 0, 1)?;
+    ensure!(
+        events.len() == 1,
+        "expected one event (the /etc/shadow read), got: {}",
+        super::guard::show_events(&events)
+    );
+    let ev = &events[0];
+    let field = |k: &str| super::guard::field_str(ev, k).to_string();
+    for (key, want) in [
+        ("container.id", ctr_id.as_str()),
+        ("container.name", "app"),
+        ("k8s.ns.name", "default"),
+        ("k8s.pod.name", pod_name.as_str()),
+        ("fd.name", "/etc/shadow"),
+        ("vigil.mode", "enforce"),
+        ("vigil.action", "blocked"),
+    ] {
+        ensure!(
+            field(key) == want,
+            "{key} is {:?}, want {want:?}: {}",
+            field(key),
+            super::guard::show_events(&events)
+        );
+    }
+    ensure!(
+        field("container.image.repository") == image,
+        "image {:?}, want {image}",
+        field("container.image.repository")
+    );
+    Ok(())
+}
+
+/// Runs `command` as container `app` in a new pod annotated `vigil.dev/mode: mode`, waits
+/// for it to exit, removes the container and the pod; returns (pod name, container id).
+fn run_pod_once(
+    env: &Env,
+    cri: &mut Cri,
+    mode: &str,
+    image: &str,
+    command: &[&str],
+) -> Result<(String, String)> {
+    let spec = PodSpec {
+        name: env.id(mode),
+        namespace: "default".into(),
+        annotations: HashMap::from([(MODE_KEY.to_string(), mode.to_string())]),
+        cgroup_parent: format!("/{}", env.c.namespace()),
+        log_directory: env.c.dir().join("pod-logs"),
+    };
+    let pod_id = cri.run_pod(&spec, env.rt.cri_handler())?;
+    let ctr_id = cri.create_container(&pod_id, &spec, "app", image, command)?;
+    cri.start_container(&ctr_id)?;
+    let exited = check::wait_until(hang(5), || {
+        cri.container_state(&ctr_id)
+            .is_ok_and(|s| s == k8s_cri::v1::ContainerState::ContainerExited)
+    });
+    ensure!(exited, "{mode} container {ctr_id} never exited");
+    cri.remove_container(&ctr_id)?;
+    cri.stop_pod(&pod_id)?;
+    cri.remove_pod(&pod_id)?;
+    Ok((spec.name, ctr_id))
 }

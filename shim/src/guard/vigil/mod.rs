@@ -210,7 +210,10 @@ impl Guard for VigilGuard {
         identity.image_digest = image.digest.as_ref().map(|d| d.to_string());
         identity.name = decision.container_name.clone();
         identity.k8s_namespace = decision.namespace.clone();
-        identity.pod = annotations.get(mode::CRI_POD_NAME).cloned();
+        identity.pod = annotations
+            .get(mode::CRI_POD_NAME)
+            .or_else(|| annotations.get(mode::KUBELET_POD_NAME))
+            .cloned();
         let context = ContainerAudit::new(identity, effective.mode, profile_ref);
         for notice in &effective.notices {
             audit.emit(context.start_notice(notice));
