@@ -794,11 +794,18 @@ impl FileDecider {
     /// runs. Other files are the exec hook's business (program identity needs argv).
     fn allow_exec_file(&self, plan: &Plan, access: &fanotify::FileAccess) -> bool {
         let shared = &self.0;
+        // A file unlinked after it was opened (its name kept, with O_PATH, through
+        // /proc/self/fd or execveat) is named `<path> (deleted)`; the kernel's exec check
+        // still sees `<path>`, so the identity is checked under that name too.
+        let path = access
+            .path
+            .strip_suffix(" (deleted)")
+            .unwrap_or(&access.path);
         let expected = shared
             .exec_files
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&access.path)
+            .get(path)
             .copied();
         let (Some(expected), Some(found)) = (expected, access.inode) else {
             return true;
