@@ -29,6 +29,10 @@ pub fn cases() -> Vec<Case> {
         Case::vigil("guard/attack_syscall_unshare", |e| attack(e, &UNSHARE)),
         Case::vigil("guard/attack_syscall_keyctl", |e| attack(e, &KEYCTL)),
         Case::vigil("guard/attack_task_exec_unprofiled", attack_task_exec),
+        Case::vigil(
+            "guard/attack_binary_renamed_over_profiled",
+            attack_renamed_over,
+        ),
         Case::vigil("guard/no_false_positives_redis_load", no_false_positives)
             .with_images(&[Image::Redis]),
         Case::vigil("guard/enforced_starts_100_of_100", starts_100),
@@ -521,4 +525,44 @@ fn starts_100(env: &Env) -> Result<()> {
     }
     finish(env, &run.id)?;
     no_events_since(env, m, "100 enforced starts and 10 profiled execs")
+}
+
+/// A copy of a binary renamed over the profile's own executable (rename is a profiled
+/// syscall, and the copy is written where the profile writes): the exec of that name is
+/// refused with EPERM before the new file runs, and reported with the file guard as the
+/// mechanism; in monitor it runs and is reported.
+fn attack_renamed_over(env: &Env) -> Result<()> {
+    let learn = "cat /bin/busybox > /tmp/app; chmod 755 /tmp/app; mv /tmp/app /tmp/app2; \
+                 /bin/sleep 0; true";
+    learn_run(env, &bb(env, "renl", "learn").sh(learn), BUSYBOX)?;
+    let attack = "cat /bin/busybox > /tmp/app; chmod 755 /tmp/app; mv /tmp/app /bin/busybox; \
+                  /bin/sleep 0; echo rc=$?";
+    for (mode, rc, action) in [
+        ("enforce", "rc=126", "blocked"),
+        ("monitor", "rc=0", "alerted"),
+    ] {
+        let m = mark(env)?;
+        let run = bb(env, &format!("ren{mode}"), mode).sh(attack);
+        let out = run_ok(env, &run)?;
+        ensure!(
+            out.stdout.lines().any(|l| l == rc),
+            "{mode}: want {rc}: {}",
+            out.describe()
+        );
+        let events = events_since(env, m, 1)?;
+        let exec = events.iter().find(|e| {
+            super::field_str(e, "evt.type") == "execve"
+                && super::field_str(e, "vigil.mechanism") == "fanotify"
+        });
+        let Some(exec) = exec else {
+            anyhow::bail!("{mode}: no fanotify exec event: {}", show_events(&events));
+        };
+        ensure!(
+            super::field_str(exec, "vigil.action") == action
+                && super::field_str(exec, "container.id") == run.id,
+            "{mode}: {}",
+            show_events(&events)
+        );
+    }
+    Ok(())
 }
