@@ -109,10 +109,19 @@ impl Guard for VigilGuard {
             return NoGuard.prepare(req).await;
         }
         let config = req.config;
-        let image = self.image(req).await;
         let store = Store::at(&config.state_dir);
+        let policy = ModePolicy::from(config);
+        // A mode that does not depend on the image's profile (an annotation, the node's
+        // default_mode) is known without asking containerd about the image: `off` ends here.
+        let early = mode::resolve(annotations, &policy, &StoreLookup::new(&store, None))
+            .map_err(|e| GuardError::InvalidRequest(e.to_string()))?;
+        if early.mode == Mode::Off && early.source != mode::ModeSource::ProfileState {
+            tracing::info!(id = req.id, source = %early.source, "mode off");
+            return NoGuard.prepare(req).await;
+        }
+        let image = self.image(req).await;
         let lookup = StoreLookup::new(&store, image.digest.as_ref());
-        let decision = mode::resolve(annotations, &ModePolicy::from(config), &lookup)
+        let decision = mode::resolve(annotations, &policy, &lookup)
             .map_err(|e| GuardError::InvalidRequest(e.to_string()))?;
         if decision.mode == Mode::Off {
             tracing::info!(id = req.id, source = %decision.source, "mode off");
