@@ -5,6 +5,11 @@
 # component rust-src and bpf-linker. Run as root. Safe to run again.
 set -euo pipefail
 
+# The repository's pinned toolchain (rust-toolchain.toml) applies inside it; rustup's cargo
+# for a root shell that has not sourced ~/.cargo/env.
+cd "$(dirname "$0")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
 if [[ $(id -u) -ne 0 ]]; then
     echo "setup: run as root (it installs Debian packages)" >&2
     exit 1
@@ -23,6 +28,8 @@ packages=(
     redis-server redis-tools nginx-light wrk strace
     # C helpers built into the test images
     gcc libc6-dev
+    # a test's helper server (shim/tests/bpf_node.rs)
+    python3
     # tools the scripts use
     iproute2 util-linux kmod procps curl ca-certificates
     # bench-guard's sys_exit tracepoint comparison
