@@ -337,9 +337,7 @@ pub fn cleanup_after_dead_shim(config: &NodeConfig, namespace: &str, id: &str) {
             tracing::warn!(id, error = %e, "reconcile the eBPF registrations after shim death");
         }
     }
-    if let Ok(path) = listener_path(&config.state_dir, namespace, id) {
-        let _ = std::fs::remove_file(path);
-    }
+    let _ = std::fs::remove_file(listener_socket(&config.state_dir, namespace, id));
 }
 
 /// Records the default mode an image's containers got (`<state_dir>/modes/<digest>`) and
@@ -374,15 +372,21 @@ fn lack_everywhere(support: &mut NodeSupport, missing: Missing) {
     }
 }
 
+/// Where the notify listener's socket of a container is (nothing is created).
+fn listener_socket(state_dir: &Path, namespace: &str, id: &str) -> PathBuf {
+    let hash = Sha256::digest(format!("{namespace}/{id}").as_bytes());
+    let name: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    state_dir.join("notify").join(format!("{name}.sock"))
+}
+
 /// The notify listener's socket: short (a unix socket path has 107 bytes), private to the
 /// node's state folder, one per container.
 fn listener_path(state_dir: &Path, namespace: &str, id: &str) -> Result<PathBuf, GuardError> {
-    let hash = Sha256::digest(format!("{namespace}/{id}").as_bytes());
-    let name: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let dir = state_dir.join("notify");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| GuardError::Unavailable(format!("create {}: {e}", dir.display())))?;
-    let path = dir.join(format!("{name}.sock"));
+    let path = listener_socket(state_dir, namespace, id);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| GuardError::Unavailable(format!("create {}: {e}", dir.display())))?;
+    }
     if path.as_os_str().len() > 107 {
         return Err(GuardError::Unavailable(format!(
             "the seccomp listener socket {} is longer than a unix socket path may be (107 \
