@@ -938,14 +938,7 @@ fn pod_label(f: &OutputFields) -> String {
 /// no byte is lost or silently replaced. JSON escaping then takes care of quotes and control
 /// characters.
 pub fn text(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        out.push_str(chunk.valid());
-        for b in chunk.invalid() {
-            let _ = write!(out, "\\x{b:02x}");
-        }
-    }
-    out
+    crate::bpf::escaped(bytes)
 }
 
 /// RFC 3339 in UTC with nine fractional digits, as Falco writes `time`.

@@ -662,6 +662,16 @@ impl Shared {
             .uid(p.uid)
     }
 
+    /// What the shim's own checks (files, exec identity) do with a deviation: allow and
+    /// report it in monitor, refuse and report it in enforce.
+    fn user_space_verdict(&self) -> (bool, Action) {
+        if self.mode == Mode::Enforce {
+            (false, Action::Blocked)
+        } else {
+            (true, Action::Alerted)
+        }
+    }
+
     /// Whether a thread belongs to the container's workload (see
     /// [`Registration::tracks`]): the runtime's own steps (runc init before it executes the
     /// entrypoint or an exec's program) are never judged.
@@ -813,12 +823,7 @@ impl FileDecider {
         if expected == found {
             return true;
         }
-        let allow = shared.mode != Mode::Enforce;
-        let action = if allow {
-            Action::Alerted
-        } else {
-            Action::Blocked
-        };
+        let (allow, action) = shared.user_space_verdict();
         let process = procinfo::describe(access.tid, &shared.rootfs);
         let deviation = Deviation::Exec {
             filename: access.path.clone().into_bytes(),
@@ -860,12 +865,7 @@ impl FileResponder for FileDecider {
         if plan.matcher.allows_file(&access.path, kind) {
             return true;
         }
-        let allow = shared.mode != Mode::Enforce;
-        let action = if allow {
-            Action::Alerted
-        } else {
-            Action::Blocked
-        };
+        let (allow, action) = shared.user_space_verdict();
         let key = format!("file:{}:{:?}:{}", access.tid, kind, access.path);
         if shared.first_time(key) || !allow {
             let process = procinfo::describe(access.tid, &shared.rootfs);
