@@ -233,3 +233,30 @@ pub fn shell_quote(s: &str) -> String {
     }
     format!("'{}'", s.replace('\'', "'\\''"))
 }
+
+/// The first line `program arg` prints (`containerd --version`), or `program: unknown`.
+pub fn first_line(program: &str, arg: &str) -> String {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_else(|| format!("{program}: unknown"))
+}
+
+/// The machine a benchmark ran on: containerd, runc, any `extra` programs' versions, the
+/// kernel and the CPU count, on one line.
+pub fn machine_line(extra: &[&str]) -> String {
+    let mut parts = vec![
+        first_line("containerd", "--version"),
+        first_line("runc", "--version"),
+    ];
+    parts.extend(extra.iter().map(|p| first_line(p, "--version")));
+    parts.push(format!("kernel {}", first_line("uname", "-r")));
+    parts.push(format!(
+        "{} cpus",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    parts.join("; ")
+}

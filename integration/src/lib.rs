@@ -3,6 +3,7 @@
 //! ([`events::Events`]), a CRI client ([`cri`]) and teardown of everything a test started
 //! ([`cleanup`]). The runner and cases live in `tests/e2e.rs` and `tests/e2e/`.
 
+pub mod audit_log;
 pub mod cleanup;
 pub mod cmd;
 pub mod containerd;

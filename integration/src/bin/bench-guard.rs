@@ -260,23 +260,7 @@ fn private_shim(src: &Path) -> Result<tempfile::TempDir> {
 }
 
 fn machine_info() -> String {
-    let first_line = |cmd: &str, arg: &str| {
-        Command::new(cmd)
-            .arg(arg)
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.lines().next().map(str::to_string))
-            .unwrap_or_else(|| format!("{cmd}: unknown"))
-    };
-    format!(
-        "{}; {}; {}; kernel {}; {} cpus",
-        first_line("containerd", "--version"),
-        first_line("runc", "--version"),
-        first_line("redis-benchmark", "--version"),
-        first_line("uname", "-r"),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    )
+    vigil_integration::cmd::machine_line(&["redis-benchmark"])
 }
 
 fn loadavg() -> String {

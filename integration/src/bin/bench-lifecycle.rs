@@ -149,22 +149,7 @@ fn run() -> Result<()> {
 }
 
 fn versions() -> String {
-    let version = |cmd: &str, arg: &str| {
-        std::process::Command::new(cmd)
-            .arg(arg)
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.lines().next().map(str::to_string))
-            .unwrap_or_else(|| format!("{cmd}: unknown"))
-    };
-    format!(
-        "{}; {}; kernel {}; {} cpus",
-        version("containerd", "--version"),
-        version("runc", "--version"),
-        version("uname", "-r"),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    )
+    vigil_integration::cmd::machine_line(&[])
 }
 
 fn run_of(v: Variant, id: &str) -> Run {

@@ -681,37 +681,13 @@ fn trim_profile(text: &str, max: usize) -> String {
 
 /// Every audit event in the log, in order.
 fn audit_events(demo: &Demo) -> Result<Vec<Value>> {
-    let path = demo.c()?.audit_log();
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-    };
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).with_context(|| format!("audit line is not JSON: {l}")))
-        .collect()
+    vigil_integration::audit_log::read(&demo.c()?.audit_log())
 }
 
 /// Events after `mark`, once at least `min` arrived (or [`EVENT_WAIT`] passed) and the log
 /// has been quiet for half a second (the writer is asynchronous).
 fn events_since(demo: &Demo, mark: usize, min: usize) -> Result<Vec<Value>> {
-    let deadline = Instant::now() + EVENT_WAIT;
-    let mut last = usize::MAX;
-    let mut quiet_since = Instant::now();
-    loop {
-        let all = audit_events(demo)?;
-        let n = all.len().saturating_sub(mark);
-        if n != last {
-            last = n;
-            quiet_since = Instant::now();
-        }
-        let quiet = quiet_since.elapsed() >= Duration::from_millis(500);
-        if (n >= min && quiet) || Instant::now() >= deadline {
-            return Ok(all.into_iter().skip(mark).collect());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    vigil_integration::audit_log::events_since(&demo.c()?.audit_log(), mark, min, EVENT_WAIT)
 }
 
 fn field<'a>(ev: &'a Value, key: &str) -> &'a Value {

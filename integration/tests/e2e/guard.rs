@@ -29,7 +29,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
@@ -424,25 +424,7 @@ pub fn no_runtime_entries(p: &Value) -> Result<()> {
 
 /// Every event of the audit log, in order; a line that is not a JSON object fails.
 pub fn audit(env: &Env) -> Result<Vec<Value>> {
-    let path = env.c.audit_log();
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-    };
-    text.lines()
-        .enumerate()
-        .map(|(n, line)| {
-            let v: Value = serde_json::from_str(line)
-                .with_context(|| format!("audit line {} is not JSON: {line}", n + 1))?;
-            ensure!(
-                v.is_object(),
-                "audit line {} is not an object: {line}",
-                n + 1
-            );
-            Ok(v)
-        })
-        .collect()
+    vigil_integration::audit_log::read(&env.c.audit_log())
 }
 
 /// How many events the log holds now: later reads take what came after.
@@ -453,22 +435,7 @@ pub fn mark(env: &Env) -> Result<usize> {
 /// Events after `mark`, once at least `min` arrived (or `hang(2)` passed) and the log has been
 /// quiet for half a second (the writer is asynchronous).
 pub fn events_since(env: &Env, mark: usize, min: usize) -> Result<Vec<Value>> {
-    let deadline = Instant::now() + hang(2);
-    let mut last = usize::MAX;
-    let mut quiet_since = Instant::now();
-    loop {
-        let all = audit(env)?;
-        let n = all.len().saturating_sub(mark);
-        if n != last {
-            last = n;
-            quiet_since = Instant::now();
-        }
-        let quiet = quiet_since.elapsed() >= Duration::from_millis(500);
-        if (n >= min && quiet) || Instant::now() >= deadline {
-            return Ok(all.into_iter().skip(mark).collect());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    vigil_integration::audit_log::events_since(&env.c.audit_log(), mark, min, hang(2))
 }
 
 /// Fails unless nothing was logged after `mark` (waiting a second for stragglers).
