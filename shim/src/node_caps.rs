@@ -117,7 +117,10 @@ impl CheckId {
                 "run the shim as root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN) on a kernel with \
                  CONFIG_BPF_SYSCALL=y"
             }
-            CheckId::LsmActive => "boot with bpf in the lsm= kernel parameter",
+            CheckId::LsmActive => {
+                "boot with bpf in the lsm= kernel parameter (the list is read from \
+                 /sys/kernel/security/lsm: mount securityfs there if it is absent)"
+            }
             CheckId::LsmBpf => {
                 "boot a kernel with CONFIG_BPF_LSM=y and bpf in lsm=; until then the fallback \
                  tier applies"
