@@ -25,6 +25,8 @@ pub struct Scope {
     pub runc_root: PathBuf,
     /// The bpffs folder vigil pins under.
     pub bpf_pin_root: PathBuf,
+    /// When the scope began: a dead shim socket in /run/containerd/s made since is its own.
+    pub started: std::time::SystemTime,
 }
 
 /// What is still there that should not be (see [`Scope::leftovers`]).
@@ -81,6 +83,7 @@ impl Scope {
         self.unmount_all(&mut problems);
         self.remove_cgroups(&mut problems);
         self.remove_shim_sockets(&ids);
+        self.remove_dead_sockets_since_start();
         if self.bpf_pin_root.exists() {
             if let Err(e) = std::fs::remove_dir_all(&self.bpf_pin_root) {
                 problems.push(format!("remove {}: {e}", self.bpf_pin_root.display()));
@@ -239,6 +242,32 @@ impl Scope {
     fn remove_shim_sockets(&self, ids: &[(String, String)]) {
         for (ns, id) in ids {
             let _ = std::fs::remove_file(shim_socket_path(&self.socket, ns, id));
+        }
+    }
+}
+
+impl Scope {
+    /// Shim sockets made in /run/containerd/s since the scope began that nobody listens on
+    /// any more (shims killed by a case, including ones whose container was already removed,
+    /// which [`Scope::container_ids`] no longer names). A socket someone still serves is
+    /// left alone.
+    fn remove_dead_sockets_since_start(&self) {
+        let Ok(entries) = std::fs::read_dir("/run/containerd/s") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let recent = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= self.started);
+            let dead = matches!(
+                std::os::unix::net::UnixStream::connect(&path),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+            );
+            if recent && dead {
+                let _ = std::fs::remove_file(&path);
+            }
         }
     }
 }

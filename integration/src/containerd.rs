@@ -56,6 +56,7 @@ impl Containerd {
             cgroup: namespace.clone(),
             runc_root: dir.path().join("runc"),
             bpf_pin_root: PathBuf::from(format!("/sys/fs/bpf/{namespace}")),
+            started: std::time::SystemTime::now(),
         };
         let shim_dir = paths::shim_dir();
         let c = Containerd {
