@@ -212,6 +212,27 @@ impl Containerd {
             .with_context(|| format!("parent of task {id} pid {}", task.pid))
     }
 
+    /// Kills the shim serving task `id` with SIGKILL (it must be gone within `gone`), then
+    /// waits up to `stop` for containerd to stop listing the task as RUNNING; returns whether
+    /// it did.
+    pub fn kill_shim(&self, id: &str, gone: Duration, stop: Duration) -> Result<bool> {
+        let shim = self.shim_pid(id)?;
+        crate::procs::kill(shim, nix::sys::signal::Signal::SIGKILL);
+        if !crate::procs::wait_gone(&[shim], gone).is_empty() {
+            bail!("shim {shim} survived SIGKILL");
+        }
+        let deadline = Instant::now() + stop;
+        loop {
+            let stopped = self
+                .task(id)
+                .is_ok_and(|t| t.is_none_or(|t| t.status != "RUNNING"));
+            if stopped || Instant::now() >= deadline {
+                return Ok(stopped);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Force-removes container `id` (kill, delete task, remove container), ignoring errors:
     /// for clean-up between steps.
     pub fn remove(&self, id: &str) {

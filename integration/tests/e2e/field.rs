@@ -145,20 +145,9 @@ fn v17b(env: &Env) -> Result<Observed> {
         .cmd(&["sleep", "60"]);
     check::rc(&env.c.run(&run, CTR)?, 0)?;
     let task = env.c.wait_task_status(&run.id, "RUNNING", hang(2))?;
-    let shim = env.c.shim_pid(&run.id)?;
-    procs::kill(shim, nix::sys::signal::Signal::SIGKILL);
-    ensure!(
-        procs::wait_gone(&[shim], hang(1)).is_empty(),
-        "shim {shim} survived SIGKILL"
-    );
-
     // containerd notices the dead shim, runs its `delete` action, and drops the task: REF
     // lists no task afterwards.
-    let stopped = check::wait_until(hang(5), || {
-        env.c
-            .task(&run.id)
-            .is_ok_and(|t| t.is_none_or(|t| t.status != "RUNNING"))
-    });
+    let stopped = env.c.kill_shim(&run.id, hang(1), hang(5))?;
     let status = env
         .c
         .task(&run.id)?

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
-use vigil_integration::{procs, Image};
+use vigil_integration::Image;
 
 use super::expect::{self, BUSYBOX, BUSYBOX_USR};
 use super::{
@@ -166,17 +166,7 @@ fn learn_shim_sigkill(env: &Env) -> Result<()> {
         .sh("while true; do head -n1 /etc/hostname >/dev/null; sleep 0.2; done");
     start_detached(env, &run)?;
     std::thread::sleep(Duration::from_secs(4));
-    let shim = env.c.shim_pid(&run.id)?;
-    procs::kill(shim, nix::sys::signal::Signal::SIGKILL);
-    ensure!(
-        procs::wait_gone(&[shim], hang(1)).is_empty(),
-        "shim {shim} survived SIGKILL"
-    );
-    let stopped = check::wait_until(hang(5), || {
-        env.c
-            .task(&run.id)
-            .is_ok_and(|t| t.is_none_or(|t| t.status != "RUNNING"))
-    });
+    let stopped = env.c.kill_shim(&run.id, hang(1), hang(5))?;
     ensure!(stopped, "task still running after its shim died");
     env.c.remove(&run.id);
 
