@@ -470,20 +470,21 @@ impl Shared {
                     .clone()
                     .unwrap_or_else(|| exec.invoked.clone());
                 let argv0 = exec.argv.first().cloned().unwrap_or_default();
-                let program = argv0.rsplit('/').next().unwrap_or(&argv0).to_string();
-                self.remember(&exec, &exe, &program);
-                let exe = exec
-                    .exe_path
-                    .clone()
-                    .unwrap_or_else(|| exec.invoked.clone());
-                let argv0 = exec.argv.first().cloned().unwrap_or_default();
                 let observed = ExecObservation {
                     filename: exec.invoked.clone(),
                     resolved: exe.clone(),
-                    argv0,
+                    argv0: argv0.clone(),
                     parent: Some(exec.parent_comm.clone()),
                 };
-                let Some(key) = exec_key(&observed) else {
+                let key = exec_key(&observed);
+                let program = match &key {
+                    Some(key) => key.program.clone(),
+                    None => argv0.rsplit('/').next().unwrap_or(&argv0).to_string(),
+                };
+                // Every exec is remembered, so later events about the process describe it
+                // even once it is gone.
+                let process = self.remember(&exec, &exe, &program);
+                let Some(key) = key else {
                     return;
                 };
                 let (action, mechanism) = match (exec.verdict, exec.mechanism) {
@@ -497,7 +498,6 @@ impl Shared {
                     }
                     _ => return,
                 };
-                let process = self.remember(&exec, &exe, &key.program);
                 let deviation = Deviation::Exec {
                     filename: key.invoked.into_bytes(),
                 };
